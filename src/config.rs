@@ -1,0 +1,668 @@
+//! One validated configuration from three sources, with one precedence:
+//! command-line flag > environment variable > config file (YAML) > built-in default.
+//!
+//! Raw values from every source are strings until [`Config::resolve`] checks them all in one
+//! place, so every bad value is refused at start with the setting's name (as YAML key, flag and
+//! environment variable) and what is allowed. Environment variable names appear only in this
+//! module. No setting takes a secret: secrets come from files named here, never from the
+//! command line.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::envelope::kek::RotationPolicy;
+
+/// Longest socket path the kernel accepts (`sun_path` is 108 bytes including the NUL).
+const MAX_SOCKET_PATH_LEN: usize = 107;
+
+/// Configuration flags shared by `serve` and `keys`. Every flag can also be given as an
+/// environment variable or a key in the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// YAML config file. Flags and environment variables override what it says.
+    #[arg(long, env = "KUBE_KMS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Unix socket kube-apiserver connects to [default: $XDG_RUNTIME_DIR/kube-kms/kms.sock, or
+    /// /tmp/kube-kms-$UID/kms.sock].
+    #[arg(long, env = "KUBE_KMS_SOCKET", value_name = "PATH")]
+    pub socket: Option<String>,
+    /// Permission bits of the socket: 0600 (owner only) or 0660 (owner and group) [default: 0600].
+    #[arg(long, env = "KUBE_KMS_SOCKET_MODE", value_name = "MODE")]
+    pub socket_mode: Option<String>,
+    /// Directory for kube-kms's own state [default: $XDG_STATE_HOME/kube-kms, or
+    /// ~/.local/state/kube-kms].
+    #[arg(long, env = "KUBE_KMS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<String>,
+    /// Key provider: `local` (a key ring on this host; for development and tests only)
+    /// [default: local].
+    #[arg(long, env = "KUBE_KMS_PROVIDER", value_name = "KIND")]
+    pub provider: Option<String>,
+    /// Key ring directory of the local provider [default: <state-dir>/local-keys].
+    #[arg(long, env = "KUBE_KMS_LOCAL_KEY_DIR", value_name = "DIR")]
+    pub local_key_dir: Option<String>,
+    /// How often the remote key is read for a new version, e.g. 30s, 1m [default: 1m].
+    #[arg(long, env = "KUBE_KMS_REFRESH_INTERVAL", value_name = "DURATION")]
+    pub refresh_interval: Option<String>,
+    /// Encryptions after which a local KEK is replaced [default: 2097152].
+    #[arg(long, env = "KUBE_KMS_KEK_MAX_ENCRYPTIONS", value_name = "N")]
+    pub kek_max_encryptions: Option<String>,
+    /// Age after which a local KEK is replaced, e.g. 24h, 7d [default: 7d].
+    #[arg(long, env = "KUBE_KMS_KEK_MAX_AGE", value_name = "DURATION")]
+    pub kek_max_age: Option<String>,
+    /// Unwrapped KEKs kept in memory [default: 1000].
+    #[arg(long, env = "KUBE_KMS_CACHE_SIZE", value_name = "N")]
+    pub cache_size: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "KUBE_KMS_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Log level: error, warn, info, debug or trace [default: info].
+    #[arg(long, env = "KUBE_KMS_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The config file, as written. Unknown keys are refused so a typo is not silently ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    socket: Option<Scalar>,
+    socket_mode: Option<Scalar>,
+    state_dir: Option<Scalar>,
+    provider: Option<Scalar>,
+    local: Option<LocalFileConfig>,
+    refresh_interval: Option<Scalar>,
+    kek_max_encryptions: Option<Scalar>,
+    kek_max_age: Option<Scalar>,
+    cache_size: Option<Scalar>,
+    log_format: Option<Scalar>,
+    log_level: Option<Scalar>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalFileConfig {
+    key_dir: Option<Scalar>,
+}
+
+/// A YAML scalar of any type, kept as its text so that one validator checks every source.
+#[derive(Debug, Clone)]
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or number")
+            }
+            fn visit_str<E>(self, value: &str) -> Result<Scalar, E> {
+                Ok(Scalar(value.to_owned()))
+            }
+            fn visit_i64<E>(self, value: i64) -> Result<Scalar, E> {
+                Ok(Scalar(value.to_string()))
+            }
+            fn visit_u64<E>(self, value: u64) -> Result<Scalar, E> {
+                Ok(Scalar(value.to_string()))
+            }
+            fn visit_f64<E>(self, value: f64) -> Result<Scalar, E> {
+                Ok(Scalar(value.to_string()))
+            }
+            fn visit_bool<E>(self, value: bool) -> Result<Scalar, E> {
+                Ok(Scalar(value.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Which key provider wraps local KEKs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderConfig {
+    /// The local key ring: for development and tests only.
+    Local {
+        /// The key ring directory.
+        key_dir: PathBuf,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration. Built once at start-up; never changed afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The socket kube-apiserver connects to.
+    pub socket: PathBuf,
+    /// The socket's permission bits.
+    pub socket_mode: u32,
+    /// kube-kms's state directory.
+    pub state_dir: PathBuf,
+    /// The key provider.
+    pub provider: ProviderConfig,
+    /// How often the provider is asked for its current key.
+    pub refresh_interval: Duration,
+    /// When local KEKs are replaced.
+    pub rotation: RotationPolicy,
+    /// How many unwrapped KEKs are kept.
+    pub cache_size: NonZeroUsize,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log level (a tracing level name).
+    pub log_level: String,
+}
+
+/// A configuration value that cannot be used, or a config file that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The config file could not be read or parsed.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong (the parser names the key and line).
+        reason: String,
+    },
+    /// A setting has a value that is not allowed.
+    Invalid {
+        /// The setting, as YAML key, flag and environment variable.
+        setting: String,
+        /// The value given (never a secret: no setting holds one).
+        value: String,
+        /// What is allowed.
+        expected: String,
+    },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File { path, reason } => {
+                write!(f, "config file {}: {reason}", path.display())
+            }
+            Self::Invalid {
+                setting,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "{setting}: {value:?} is not allowed; expected {expected}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A setting's three names, for error messages.
+struct Setting {
+    key: &'static str,
+    flag: &'static str,
+    env: &'static str,
+}
+
+impl Setting {
+    fn invalid(&self, value: &str, expected: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            setting: format!("{} (--{} / {})", self.key, self.flag, self.env),
+            value: value.to_owned(),
+            expected: expected.into(),
+        }
+    }
+}
+
+macro_rules! setting {
+    ($key:literal, $flag:literal, $env:literal) => {
+        Setting {
+            key: $key,
+            flag: $flag,
+            env: $env,
+        }
+    };
+}
+
+const SOCKET: Setting = setting!("socket", "socket", "KUBE_KMS_SOCKET");
+const SOCKET_MODE: Setting = setting!("socket_mode", "socket-mode", "KUBE_KMS_SOCKET_MODE");
+const STATE_DIR: Setting = setting!("state_dir", "state-dir", "KUBE_KMS_STATE_DIR");
+const PROVIDER: Setting = setting!("provider", "provider", "KUBE_KMS_PROVIDER");
+const LOCAL_KEY_DIR: Setting = setting!("local.key_dir", "local-key-dir", "KUBE_KMS_LOCAL_KEY_DIR");
+const REFRESH_INTERVAL: Setting = setting!(
+    "refresh_interval",
+    "refresh-interval",
+    "KUBE_KMS_REFRESH_INTERVAL"
+);
+const KEK_MAX_ENCRYPTIONS: Setting = setting!(
+    "kek_max_encryptions",
+    "kek-max-encryptions",
+    "KUBE_KMS_KEK_MAX_ENCRYPTIONS"
+);
+const KEK_MAX_AGE: Setting = setting!("kek_max_age", "kek-max-age", "KUBE_KMS_KEK_MAX_AGE");
+const CACHE_SIZE: Setting = setting!("cache_size", "cache-size", "KUBE_KMS_CACHE_SIZE");
+const LOG_FORMAT: Setting = setting!("log_format", "log-format", "KUBE_KMS_LOG_FORMAT");
+const LOG_LEVEL: Setting = setting!("log_level", "log-level", "KUBE_KMS_LOG_LEVEL");
+
+/// The environment a default depends on, read once so tests can supply their own.
+#[derive(Debug, Clone, Default)]
+pub struct DefaultsEnv {
+    /// $XDG_RUNTIME_DIR.
+    pub runtime_dir: Option<PathBuf>,
+    /// $XDG_STATE_HOME.
+    pub state_home: Option<PathBuf>,
+    /// $HOME.
+    pub home: Option<PathBuf>,
+    /// This process's user id.
+    pub uid: Option<u32>,
+}
+
+impl DefaultsEnv {
+    /// Reads the process environment.
+    pub fn from_process() -> Self {
+        let path = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        Self {
+            runtime_dir: path("XDG_RUNTIME_DIR"),
+            state_home: path("XDG_STATE_HOME"),
+            home: path("HOME"),
+            uid: crate::server::socket::current_uid(),
+        }
+    }
+
+    fn default_state_dir(&self) -> PathBuf {
+        match (&self.state_home, &self.home) {
+            (Some(state), _) => state.join("kube-kms"),
+            (None, Some(home)) => home.join(".local/state/kube-kms"),
+            (None, None) => PathBuf::from("kube-kms-state"),
+        }
+    }
+
+    fn default_socket(&self) -> PathBuf {
+        match &self.runtime_dir {
+            Some(runtime) => runtime.join("kube-kms/kms.sock"),
+            None => {
+                let uid = self
+                    .uid
+                    .map_or_else(|| "unknown".to_owned(), |uid| uid.to_string());
+                PathBuf::from(format!("/tmp/kube-kms-{uid}/kms.sock"))
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Reads the config file named by `args` (if any) and resolves every setting.
+    pub fn load(args: &ConfigArgs, env: &DefaultsEnv) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::resolve(args, &file, env)
+    }
+
+    /// Parses config file text (used by `load` and by the tests of deploy/ examples).
+    pub fn from_yaml(
+        yaml: &str,
+        args: &ConfigArgs,
+        env: &DefaultsEnv,
+    ) -> Result<Self, ConfigError> {
+        let file = parse_file(yaml, Path::new("<inline>"))?;
+        Self::resolve(args, &file, env)
+    }
+
+    fn resolve(
+        args: &ConfigArgs,
+        file: &FileConfig,
+        env: &DefaultsEnv,
+    ) -> Result<Self, ConfigError> {
+        let pick = |flag: &Option<String>, file: &Option<Scalar>| {
+            flag.clone()
+                .or_else(|| file.as_ref().map(|scalar| scalar.0.clone()))
+        };
+        let local_key_dir_file = file.local.as_ref().and_then(|local| local.key_dir.clone());
+
+        let state_dir = match pick(&args.state_dir, &file.state_dir) {
+            Some(dir) => parse_path(&STATE_DIR, &dir)?,
+            None => env.default_state_dir(),
+        };
+        let socket = match pick(&args.socket, &file.socket) {
+            Some(path) => parse_socket_path(&path)?,
+            None => env.default_socket(),
+        };
+        let socket_mode = match pick(&args.socket_mode, &file.socket_mode) {
+            Some(mode) => parse_socket_mode(&mode)?,
+            None => 0o600,
+        };
+        let provider = match pick(&args.provider, &file.provider).as_deref() {
+            None | Some("local") => ProviderConfig::Local {
+                key_dir: match pick(&args.local_key_dir, &local_key_dir_file) {
+                    Some(dir) => parse_path(&LOCAL_KEY_DIR, &dir)?,
+                    None => state_dir.join("local-keys"),
+                },
+            },
+            Some(other) => return Err(PROVIDER.invalid(other, "\"local\"")),
+        };
+        let refresh_interval = match pick(&args.refresh_interval, &file.refresh_interval) {
+            Some(value) => parse_duration_in(
+                &REFRESH_INTERVAL,
+                &value,
+                Duration::from_millis(10),
+                Duration::from_secs(24 * 3600),
+            )?,
+            None => Duration::from_secs(60),
+        };
+        let max_encryptions = match pick(&args.kek_max_encryptions, &file.kek_max_encryptions) {
+            Some(value) => parse_number_in(
+                &KEK_MAX_ENCRYPTIONS,
+                &value,
+                1,
+                RotationPolicy::MAX_ENCRYPTIONS_LIMIT,
+            )?,
+            None => RotationPolicy::DEFAULT.max_encryptions,
+        };
+        let max_age = match pick(&args.kek_max_age, &file.kek_max_age) {
+            Some(value) => parse_duration_in(
+                &KEK_MAX_AGE,
+                &value,
+                Duration::from_secs(1),
+                Duration::from_secs(90 * 24 * 3600),
+            )?,
+            None => RotationPolicy::DEFAULT.max_age,
+        };
+        let cache_size = match pick(&args.cache_size, &file.cache_size) {
+            Some(value) => parse_number_in(&CACHE_SIZE, &value, 1, 1_000_000)?,
+            None => 1000,
+        };
+        let log_format = match pick(&args.log_format, &file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(LOG_FORMAT.invalid(other, "\"text\" or \"json\"")),
+        };
+        let log_level = match pick(&args.log_level, &file.log_level) {
+            None => "info".to_owned(),
+            Some(level)
+                if ["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) =>
+            {
+                level
+            }
+            Some(other) => {
+                return Err(LOG_LEVEL.invalid(&other, "error, warn, info, debug or trace"));
+            }
+        };
+        Ok(Self {
+            socket,
+            socket_mode,
+            state_dir,
+            provider,
+            refresh_interval,
+            rotation: RotationPolicy {
+                max_encryptions,
+                max_age,
+            },
+            cache_size: NonZeroUsize::new(usize::try_from(cache_size).unwrap_or(1000))
+                .unwrap_or(NonZeroUsize::MIN),
+            log_format,
+            log_level,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::File {
+        path: path.into(),
+        reason: error.to_string(),
+    })?;
+    parse_file(&text, path)
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_saphyr::from_str(text).map_err(|error| ConfigError::File {
+        path: path.into(),
+        reason: error.to_string(),
+    })
+}
+
+fn parse_path(setting: &Setting, value: &str) -> Result<PathBuf, ConfigError> {
+    if value.is_empty() || value.contains('\0') {
+        return Err(setting.invalid(value, "a non-empty path"));
+    }
+    Ok(PathBuf::from(value))
+}
+
+fn parse_socket_path(value: &str) -> Result<PathBuf, ConfigError> {
+    let value = value.strip_prefix("unix://").unwrap_or(value);
+    let path = parse_path(&SOCKET, value)?;
+    if value.len() > MAX_SOCKET_PATH_LEN {
+        return Err(SOCKET.invalid(
+            value,
+            format!("a path of at most {MAX_SOCKET_PATH_LEN} bytes (a kernel limit)"),
+        ));
+    }
+    if value.starts_with('@') {
+        return Err(SOCKET.invalid(
+            value,
+            "a file system path (abstract sockets have no permissions)",
+        ));
+    }
+    Ok(path)
+}
+
+fn parse_socket_mode(value: &str) -> Result<u32, ConfigError> {
+    match value.trim_start_matches("0o") {
+        "0600" | "600" => Ok(0o600),
+        "0660" | "660" => Ok(0o660),
+        _ => Err(SOCKET_MODE.invalid(value, "\"0600\" or \"0660\" (quote it in YAML)")),
+    }
+}
+
+fn parse_number_in(setting: &Setting, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .replace('_', "")
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| setting.invalid(value, format!("a whole number from {min} to {max}")))
+}
+
+fn parse_duration_in(
+    setting: &Setting,
+    value: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    parse_duration(value)
+        .filter(|d| (min..=max).contains(d))
+        .ok_or_else(|| {
+            setting.invalid(
+                value,
+                format!(
+                    "a duration from {} to {} with a unit (ms, s, m, h, d), e.g. 30s or 5m",
+                    format_duration(min),
+                    format_duration(max)
+                ),
+            )
+        })
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `7d`.
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60 * 1000,
+        "h" => 3600 * 1000,
+        "d" => 24 * 3600 * 1000,
+        _ => return None,
+    };
+    number.checked_mul(millis).map(Duration::from_millis)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    let units = [
+        (24 * 3600 * 1000, "d"),
+        (3600 * 1000, "h"),
+        (60 * 1000, "m"),
+        (1000, "s"),
+    ];
+    for (size, unit) in units {
+        if millis >= size && millis.is_multiple_of(size) {
+            return format!("{}{unit}", millis / size);
+        }
+    }
+    format!("{millis}ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> DefaultsEnv {
+        DefaultsEnv {
+            runtime_dir: None,
+            state_home: None,
+            home: Some("/home/op".into()),
+            uid: Some(1000),
+        }
+    }
+
+    fn error_of(yaml: &str, args: &ConfigArgs) -> String {
+        Config::from_yaml(yaml, args, &env())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_need_no_root_and_no_arguments() {
+        let config = Config::load(&ConfigArgs::default(), &env()).unwrap();
+        assert_eq!(config.socket, PathBuf::from("/tmp/kube-kms-1000/kms.sock"));
+        assert_eq!(
+            config.state_dir,
+            PathBuf::from("/home/op/.local/state/kube-kms")
+        );
+        assert_eq!(
+            config.provider,
+            ProviderConfig::Local {
+                key_dir: "/home/op/.local/state/kube-kms/local-keys".into()
+            }
+        );
+        assert_eq!(config.socket_mode, 0o600);
+        assert_eq!(config.refresh_interval, Duration::from_secs(60));
+        assert_eq!(config.rotation, RotationPolicy::DEFAULT);
+        assert_eq!(config.cache_size.get(), 1000);
+
+        let runtime = DefaultsEnv {
+            runtime_dir: Some("/run/user/1000".into()),
+            ..env()
+        };
+        let config = Config::load(&ConfigArgs::default(), &runtime).unwrap();
+        assert_eq!(
+            config.socket,
+            PathBuf::from("/run/user/1000/kube-kms/kms.sock")
+        );
+    }
+
+    #[test]
+    fn flags_and_environment_override_the_file() {
+        let yaml = "socket: /var/run/kms/file.sock\nrefresh_interval: 5m\ncache_size: 10\n\
+                    local:\n  key_dir: /keys\n";
+        let args = ConfigArgs {
+            socket: Some("unix:///run/flag.sock".into()),
+            ..Default::default()
+        };
+        let config = Config::from_yaml(yaml, &args, &env()).unwrap();
+        assert_eq!(config.socket, PathBuf::from("/run/flag.sock"));
+        assert_eq!(config.refresh_interval, Duration::from_secs(300));
+        assert_eq!(config.cache_size.get(), 10);
+        assert_eq!(
+            config.provider,
+            ProviderConfig::Local {
+                key_dir: "/keys".into()
+            }
+        );
+    }
+
+    #[test]
+    fn every_bad_value_names_its_setting_and_what_is_allowed() {
+        let cases = [
+            (
+                "refresh_interval: soon",
+                "refresh_interval (--refresh-interval / KUBE_KMS_REFRESH_INTERVAL)",
+            ),
+            ("refresh_interval: 0s", "a duration from 10ms to 1d"),
+            ("kek_max_encryptions: 0", "kek_max_encryptions"),
+            ("kek_max_encryptions: 4294967297", "from 1 to 4294967296"),
+            ("kek_max_age: 100d", "kek_max_age"),
+            ("cache_size: -1", "cache_size"),
+            (
+                "provider: azure",
+                "provider (--provider / KUBE_KMS_PROVIDER)",
+            ),
+            ("socket_mode: \"0666\"", "\"0600\" or \"0660\""),
+            ("log_format: xml", "\"text\" or \"json\""),
+            ("log_level: loud", "error, warn, info, debug or trace"),
+            ("socket: \"@abstract\"", "abstract sockets"),
+        ];
+        for (yaml, expected) in cases {
+            let error = error_of(yaml, &ConfigArgs::default());
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
+        let long = format!("socket: /{}", "a".repeat(120));
+        assert!(error_of(&long, &ConfigArgs::default()).contains("at most 107 bytes"));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let error = error_of("refresh_intervall: 1m", &ConfigArgs::default());
+        assert!(error.contains("refresh_intervall"), "{error}");
+        let error = error_of("local:\n  keydir: /x\n", &ConfigArgs::default());
+        assert!(error.contains("keydir"), "{error}");
+    }
+
+    #[test]
+    fn durations_parse_and_format_symmetrically() {
+        for (text, duration) in [
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("5m", Duration::from_secs(300)),
+            ("2h", Duration::from_secs(7200)),
+            ("7d", Duration::from_secs(7 * 86400)),
+        ] {
+            assert_eq!(parse_duration(text), Some(duration));
+            assert_eq!(format_duration(duration), text);
+        }
+        for bad in ["", "5", "m", "5 m", "1.5s", "-1s", "99999999999999999999d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_missing_config_file_is_named() {
+        let args = ConfigArgs {
+            config: Some("/nonexistent/kube-kms.yaml".into()),
+            ..Default::default()
+        };
+        let error = Config::load(&args, &env()).unwrap_err().to_string();
+        assert!(error.contains("/nonexistent/kube-kms.yaml"), "{error}");
+    }
+}

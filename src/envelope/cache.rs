@@ -1,0 +1,295 @@
+//! The cache of unwrapped local KEKs, and single-flight unwrap.
+//!
+//! Decrypt looks a KEK up by a digest of its wrapped form and key version. On a miss, exactly one
+//! provider unwrap runs per distinct wrapped KEK no matter how many Decrypts wait for it; the
+//! unwrap runs in its own task, so a caller that gives up does not cancel it for the others.
+//! The cache is a bounded LRU; an evicted KEK is zeroized when its last user finishes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::kek::Kek;
+use crate::provider::ProviderError;
+
+/// SHA-256 of a key version and a wrapped KEK: the name of one local KEK.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey([u8; 32]);
+
+impl CacheKey {
+    /// The cache key of `wrapped` under `version`, length-prefixed so no two pairs collide.
+    pub fn new(version: &str, wrapped: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update((version.len() as u64).to_be_bytes());
+        hasher.update(version.as_bytes());
+        hasher.update(wrapped);
+        Self(hasher.finalize().into())
+    }
+}
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CacheKey({})", hex::encode(&self.0[..6]))
+    }
+}
+
+type UnwrapResult = Result<Arc<Kek>, ProviderError>;
+
+struct State {
+    entries: LruCache<CacheKey, Arc<Kek>>,
+    in_flight: HashMap<CacheKey, watch::Receiver<Option<UnwrapResult>>>,
+}
+
+/// Counters since start; read by tests, /metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that had to wait for an unwrap (their own or a shared one).
+    pub misses: u64,
+    /// Provider unwraps started.
+    pub unwraps: u64,
+    /// KEKs pushed out by the LRU bound.
+    pub evictions: u64,
+}
+
+/// A bounded LRU of unwrapped KEKs with single-flight unwrap.
+pub struct KekCache {
+    state: Arc<Mutex<State>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    unwraps: Arc<AtomicU64>,
+    evictions: Arc<AtomicU64>,
+}
+
+impl KekCache {
+    /// A cache holding at most `capacity` KEKs.
+    pub fn new(capacity: NonZeroUsize) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                entries: LruCache::new(capacity),
+                in_flight: HashMap::new(),
+            })),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            unwraps: Arc::new(AtomicU64::new(0)),
+            evictions: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Adds a KEK this process made itself, so Decrypt of fresh ciphertext never unwraps.
+    pub fn insert(&self, key: CacheKey, kek: Arc<Kek>) {
+        let evicted = lock(&self.state).entries.push(key, kek);
+        if evicted.is_some_and(|(evicted_key, _)| evicted_key != key) {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops every cached KEK (revocation). In-flight unwraps finish but are not cached.
+    pub fn clear(&self) {
+        let mut state = lock(&self.state);
+        state.entries.clear();
+        state.in_flight.clear();
+    }
+
+    /// Returns the KEK for `key`, from the cache or by running `unwrap` — once, however many
+    /// callers miss on `key` at the same time.
+    pub async fn get_or_unwrap<F, Fut>(&self, key: CacheKey, unwrap: F) -> UnwrapResult
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = UnwrapResult> + Send + 'static,
+    {
+        let mut receiver = {
+            let mut state = lock(&self.state);
+            if let Some(kek) = state.entries.get(&key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(kek.clone());
+            }
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            match state.in_flight.get(&key) {
+                Some(receiver) => receiver.clone(),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    state.in_flight.insert(key, receiver.clone());
+                    self.spawn_unwrap(key, unwrap(), sender);
+                    receiver
+                }
+            }
+        };
+        match receiver.wait_for(Option::is_some).await {
+            Ok(result) => result.clone().unwrap_or_else(unreachable_empty),
+            Err(_) => Err(ProviderError::Unavailable {
+                operation: "unwrap".into(),
+                source: Arc::new(std::io::Error::other(
+                    "the unwrap task ended without a result",
+                )),
+            }),
+        }
+    }
+
+    fn spawn_unwrap<Fut>(
+        &self,
+        key: CacheKey,
+        unwrap: Fut,
+        sender: watch::Sender<Option<UnwrapResult>>,
+    ) where
+        Fut: Future<Output = UnwrapResult> + Send + 'static,
+    {
+        let state = Arc::clone(&self.state);
+        let evictions = Arc::clone(&self.evictions);
+        self.unwraps.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let result = unwrap.await;
+            {
+                let mut state = lock(&state);
+                // Only the flight that is still registered may fill the cache: after clear()
+                // (revocation) a late result must not bring a KEK back.
+                let still_wanted = state
+                    .in_flight
+                    .get(&key)
+                    .is_some_and(|receiver| receiver.same_channel(&sender.subscribe()));
+                if still_wanted {
+                    state.in_flight.remove(&key);
+                    if let Ok(kek) = &result
+                        && state.entries.push(key, Arc::clone(kek)).is_some()
+                    {
+                        evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let _ = sender.send(Some(result));
+        });
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            unwraps: self.unwraps.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// KEKs cached now.
+    pub fn len(&self) -> usize {
+        lock(&self.state).entries.len()
+    }
+
+    /// Whether no KEK is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn unreachable_empty() -> UnwrapResult {
+    // wait_for(Option::is_some) only returns a Some value.
+    Err(ProviderError::Misconfigured {
+        reason: "single-flight result missing".into(),
+    })
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // The state is consistent after any panic (every mutation is a single call), so a poisoned
+    // lock is safe to keep using.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SecretKey;
+
+    fn kek() -> Arc<Kek> {
+        Arc::new(Kek::new(SecretKey::generate().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_for_one_kek_cost_one_unwrap() {
+        let cache = Arc::new(KekCache::new(NonZeroUsize::new(8).unwrap()));
+        let key = CacheKey::new("1", b"wrapped");
+        let (release, released) = watch::channel(false);
+        let mut waiters = Vec::new();
+        for _ in 0..100 {
+            let cache = Arc::clone(&cache);
+            let mut released = released.clone();
+            waiters.push(tokio::spawn(async move {
+                cache
+                    .get_or_unwrap(key, move || async move {
+                        let _ = released.wait_for(|r| *r).await;
+                        Ok(kek())
+                    })
+                    .await
+            }));
+        }
+        while cache.stats().misses < 100 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap();
+        }
+        let stats = cache.stats();
+        assert_eq!((stats.unwraps, stats.misses), (1, 100));
+        cache
+            .get_or_unwrap(key, || async { unreachable_empty() })
+            .await
+            .unwrap();
+        assert_eq!(cache.stats().hits, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_unwrap_is_not_cached() {
+        let cache = KekCache::new(NonZeroUsize::new(8).unwrap());
+        let key = CacheKey::new("1", b"wrapped");
+        let failed = cache
+            .get_or_unwrap(key, || async {
+                Err(ProviderError::UnwrapFailed {
+                    version: "1".into(),
+                })
+            })
+            .await;
+        assert!(failed.is_err());
+        assert!(
+            cache
+                .get_or_unwrap(key, || async { Ok(kek()) })
+                .await
+                .is_ok()
+        );
+        assert_eq!(cache.stats().unwraps, 2);
+    }
+
+    #[tokio::test]
+    async fn the_lru_bound_evicts_the_least_recently_used() {
+        let cache = KekCache::new(NonZeroUsize::new(2).unwrap());
+        let keys: Vec<_> = (0..3).map(|i| CacheKey::new("1", &[i])).collect();
+        cache.insert(keys[0], kek());
+        cache.insert(keys[1], kek());
+        cache
+            .get_or_unwrap(keys[0], || async { unreachable_empty() })
+            .await
+            .unwrap();
+        cache.insert(keys[2], kek());
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.stats().evictions, 1);
+        assert!(
+            cache
+                .get_or_unwrap(keys[1], || async { unreachable_empty() })
+                .await
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn cache_keys_separate_version_from_wrapped_bytes() {
+        assert_ne!(CacheKey::new("1", b"2x"), CacheKey::new("12", b"x"));
+    }
+}

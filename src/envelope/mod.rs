@@ -1,0 +1,299 @@
+//! Envelope encryption with local KEKs: what Encrypt and Decrypt do between the gRPC service and
+//! the key provider.
+//!
+//! Encrypt seals kube-apiserver's plaintext (a DEK seed) with the active local KEK, in process,
+//! and returns the key_id and annotations from the same snapshot. Decrypt finds the KEK named by
+//! the annotations in the cache or unwraps it once through the provider. The remote key is used
+//! only to wrap a new KEK (at start, on rotation) and to unwrap one this process has not seen.
+//!
+//! Never logs plaintext, KEK bytes or wrapped-KEK bytes; never takes a nonce from the caller;
+//! never sends anything derived from a request to the network except through
+//! [`KeyProvider::unwrap`], which resolves the key version within its own configuration.
+
+pub mod cache;
+pub mod format;
+pub mod kek;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Mutex as AsyncMutex;
+use zeroize::Zeroizing;
+
+use crate::crypto::SecretKey;
+use crate::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use cache::{CacheKey, CacheStats, KekCache};
+use format::{FormatError, WrappedKekRef};
+use kek::{ActiveKek, Kek, RotationPolicy};
+
+/// Why an envelope operation failed.
+#[derive(Debug, Clone)]
+pub enum EnvelopeError {
+    /// The request's bytes break the format or the API's limits.
+    Format(FormatError),
+    /// The ciphertext did not authenticate under the KEK and key_id it names: altered bytes,
+    /// a wrong key_id, or annotations from another object. Deliberately says no more.
+    Authentication,
+    /// The provider failed.
+    Provider(ProviderError),
+}
+
+impl std::fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Format(error) => error.fmt(f),
+            Self::Authentication => f.write_str(
+                "ciphertext does not authenticate with the key_id and annotations given",
+            ),
+            Self::Provider(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for EnvelopeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Format(error) => Some(error),
+            Self::Authentication => None,
+            Self::Provider(error) => Some(error),
+        }
+    }
+}
+
+impl From<FormatError> for EnvelopeError {
+    fn from(error: FormatError) -> Self {
+        Self::Format(error)
+    }
+}
+
+impl From<ProviderError> for EnvelopeError {
+    fn from(error: ProviderError) -> Self {
+        Self::Provider(error)
+    }
+}
+
+impl From<crate::crypto::RandomUnavailable> for EnvelopeError {
+    fn from(_: crate::crypto::RandomUnavailable) -> Self {
+        Self::Provider(ProviderError::Random)
+    }
+}
+
+/// What a v2 Encrypt returns.
+#[derive(Debug)]
+pub struct Sealed {
+    /// Format byte ‖ nonce ‖ AES-GCM output.
+    pub ciphertext: Vec<u8>,
+    /// The remote key version's id, from the same snapshot as the KEK that sealed.
+    pub key_id: String,
+    /// The wrapped KEK and its version.
+    pub annotations: HashMap<String, Vec<u8>>,
+}
+
+/// What Status reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// "ok", or why the plugin cannot serve.
+    pub healthz: String,
+    /// The current remote key version's id.
+    pub key_id: String,
+}
+
+/// The envelope: the active KEK, the cache of KEKs, and the provider behind them.
+pub struct Envelope {
+    provider: Arc<dyn KeyProvider>,
+    policy: RotationPolicy,
+    active: RwLock<Arc<ActiveKek>>,
+    rotation: AsyncMutex<()>,
+    cache: KekCache,
+}
+
+impl Envelope {
+    /// Reads the provider's current key and wraps a first KEK under it. Until this succeeds
+    /// there is nothing to serve, so the socket is not opened before it.
+    pub async fn start(
+        provider: Arc<dyn KeyProvider>,
+        policy: RotationPolicy,
+        cache_capacity: NonZeroUsize,
+    ) -> Result<Self, EnvelopeError> {
+        let key = provider.refresh().await?;
+        let cache = KekCache::new(cache_capacity);
+        let active = new_active_kek(provider.as_ref(), &cache, key).await?;
+        Ok(Self {
+            provider,
+            policy,
+            active: RwLock::new(active),
+            rotation: AsyncMutex::new(()),
+            cache,
+        })
+    }
+
+    /// v2 Encrypt: seals `plaintext` with the active KEK.
+    pub async fn encrypt(&self, plaintext: &[u8]) -> Result<Sealed, EnvelopeError> {
+        format::check_plaintext(plaintext, format::MAX_V2_PLAINTEXT_LEN)?;
+        let active = self.active_for_encrypt().await?;
+        let mut ciphertext = Vec::with_capacity(1 + crate::crypto::SEAL_OVERHEAD + plaintext.len());
+        ciphertext.push(format::V2_CIPHERTEXT_FORMAT);
+        active
+            .kek
+            .gcm()
+            .seal_into(&active.v2_aad, plaintext, &mut ciphertext)?;
+        Ok(Sealed {
+            ciphertext,
+            key_id: active.key.key_id().to_owned(),
+            annotations: active.annotations.clone(),
+        })
+    }
+
+    /// v2 Decrypt: opens `ciphertext` with the KEK the annotations name, bound to `key_id`.
+    pub async fn decrypt(
+        &self,
+        ciphertext: &[u8],
+        key_id: &str,
+        annotations: &HashMap<String, Vec<u8>>,
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        format::check_key_id(key_id)?;
+        let parsed = format::parse_v2_ciphertext(ciphertext)?;
+        let wrapped = format::parse_annotations(annotations)?;
+        let kek = self.kek_for(wrapped).await?;
+        kek.gcm()
+            .open(&format::v2_aad(key_id), parsed.sealed)
+            .map_err(|_| EnvelopeError::Authentication)
+    }
+
+    /// v1 Encrypt: seals `plaintext` into a self-contained blob (v1 has no annotations).
+    pub async fn encrypt_v1(&self, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        format::check_plaintext(plaintext, format::MAX_V1_PLAINTEXT_LEN)?;
+        let active = self.active_for_encrypt().await?;
+        let header = &active.v1_header;
+        let mut blob =
+            Vec::with_capacity(header.len() + crate::crypto::SEAL_OVERHEAD + plaintext.len());
+        blob.extend_from_slice(header);
+        active.kek.gcm().seal_into(header, plaintext, &mut blob)?;
+        Ok(blob)
+    }
+
+    /// v1 Decrypt: opens a blob written by [`Envelope::encrypt_v1`].
+    pub async fn decrypt_v1(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        let parsed = format::parse_v1_blob(blob)?;
+        let kek = self.kek_for(parsed.kek).await?;
+        kek.gcm()
+            .open(parsed.header, parsed.sealed)
+            .map_err(|_| EnvelopeError::Authentication)
+    }
+
+    /// What Status reports: the active key_id, and "ok" unless the provider says the key is
+    /// revoked. Makes no remote call.
+    pub async fn health(&self) -> Health {
+        let key_id = self.active().key.key_id().to_owned();
+        let healthz = match self.provider.health().await {
+            ProviderHealth::Ok | ProviderHealth::Degraded { .. } => "ok".to_owned(),
+            ProviderHealth::Revoked { reason } => reason,
+        };
+        Health { healthz, key_id }
+    }
+
+    /// Asks the provider for its current key and rotates the local KEK if the key changed or
+    /// the KEK is nearly spent. Returns the key now active. Called by the background refresher.
+    pub async fn refresh(&self) -> Result<KeyVersion, EnvelopeError> {
+        let key = self.provider.refresh().await?;
+        let active = self.active();
+        if active.key != key || active.nearly_spent(&self.policy) {
+            self.rotate(&active, key).await?;
+        }
+        Ok(self.active().key.clone())
+    }
+
+    /// The active key version (what Status and Encrypt report).
+    pub fn current_key(&self) -> KeyVersion {
+        self.active().key.clone()
+    }
+
+    /// The provider's kind, for logs.
+    pub fn provider_kind(&self) -> &'static str {
+        self.provider.kind()
+    }
+
+    /// Cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    fn active(&self) -> Arc<ActiveKek> {
+        self.active
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    async fn active_for_encrypt(&self) -> Result<Arc<ActiveKek>, EnvelopeError> {
+        let active = self.active();
+        if active.try_use(&self.policy) {
+            return Ok(active);
+        }
+        let key = active.key.clone();
+        self.rotate(&active, key).await?;
+        let rotated = self.active();
+        if rotated.try_use(&self.policy) {
+            Ok(rotated)
+        } else {
+            Err(ProviderError::Misconfigured {
+                reason: "a fresh KEK was refused by the rotation policy".into(),
+            }
+            .into())
+        }
+    }
+
+    /// Replaces `replaced` with a fresh KEK wrapped under `key`, unless another caller already
+    /// replaced it while this one waited.
+    async fn rotate(
+        &self,
+        replaced: &Arc<ActiveKek>,
+        key: KeyVersion,
+    ) -> Result<(), EnvelopeError> {
+        let _one_rotation_at_a_time = self.rotation.lock().await;
+        if !Arc::ptr_eq(&self.active(), replaced) {
+            return Ok(());
+        }
+        let fresh = new_active_kek(self.provider.as_ref(), &self.cache, key).await?;
+        tracing::info!(
+            provider = self.provider.kind(),
+            old_key_id = replaced.key.key_id(),
+            new_key_id = fresh.key.key_id(),
+            old_kek_encryptions = replaced.encryptions(),
+            "rotated the local KEK"
+        );
+        *self
+            .active
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+        Ok(())
+    }
+
+    async fn kek_for(&self, wrapped: WrappedKekRef<'_>) -> Result<Arc<Kek>, EnvelopeError> {
+        let key = CacheKey::new(wrapped.version, wrapped.wrapped);
+        let provider = Arc::clone(&self.provider);
+        let version = wrapped.version.to_owned();
+        let wrapped = wrapped.wrapped.to_vec();
+        let kek = self
+            .cache
+            .get_or_unwrap(key, move || async move {
+                let secret = provider.unwrap(&version, &wrapped).await?;
+                Ok(Arc::new(Kek::new(secret)))
+            })
+            .await?;
+        Ok(kek)
+    }
+}
+
+async fn new_active_kek(
+    provider: &dyn KeyProvider,
+    cache: &KekCache,
+    key: KeyVersion,
+) -> Result<Arc<ActiveKek>, EnvelopeError> {
+    let secret = SecretKey::generate()?;
+    let wrapped = provider.wrap(&key, &secret).await?;
+    let active = ActiveKek::new(key, Arc::new(Kek::new(secret)), &wrapped);
+    cache.insert(active.cache_key, Arc::clone(&active.kek));
+    Ok(Arc::new(active))
+}

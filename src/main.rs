@@ -1,0 +1,233 @@
+//! The `kube-kms` command: `serve` runs the plugin, `probe` checks a running one, `keys`
+//! manages the local key ring.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+
+use kube_kms::config::{Config, ConfigArgs, DefaultsEnv, LogFormat, ProviderConfig};
+use kube_kms::envelope::Envelope;
+use kube_kms::provider::KeyProvider;
+use kube_kms::provider::local::{self, LocalKeyRing};
+use kube_kms::server::{self, refresher, socket};
+
+/// kube-kms: a KMS v2 plugin for kube-apiserver.
+///
+/// Encrypts kube-apiserver's data keys with local AES-256-GCM keys, wrapped by a root key that
+/// never leaves the key service. The built-in `local` provider keeps its root keys in files on
+/// this host: it is for development and tests only.
+#[derive(Debug, Parser)]
+#[command(name = "kube-kms", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the KMS v2 and v1beta1 APIs on a Unix socket.
+    ///
+    /// With no arguments it uses the local key provider (development only) and paths that need
+    /// no root, and prints the EncryptionConfiguration that points kube-apiserver at it.
+    /// Precedence: flag > environment variable > config file > default.
+    Serve(ConfigArgs),
+    /// Check a running plugin: Status, then an Encrypt/Decrypt round trip.
+    Probe {
+        /// The plugin's socket [default: the socket `serve` would use].
+        #[arg(long, value_name = "PATH")]
+        socket: Option<String>,
+        /// Time allowed for each call, e.g. 3s.
+        #[arg(long, default_value = "3s", value_parser = parse_duration_arg)]
+        timeout: Duration,
+    },
+    /// Manage the local provider's key ring (development and tests only).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Add a new key version; a running plugin moves to it at its next refresh or on SIGHUP.
+    Rotate,
+    /// List key versions and their key_ids, oldest first.
+    List,
+}
+
+fn parse_duration_arg(value: &str) -> Result<Duration, String> {
+    kube_kms::config::parse_duration(value)
+        .ok_or_else(|| format!("{value:?} is not a duration; use e.g. 500ms, 3s, 1m"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kube-kms: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("kube-kms: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env = DefaultsEnv::from_process();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::load(&args, &env)?;
+            init_logging(&config);
+            serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Probe { socket, timeout } => {
+            let args = ConfigArgs {
+                socket,
+                ..ConfigArgs::default()
+            };
+            let config = Config::load(&args, &env)?;
+            let report = kube_kms::probe::probe(&config.socket, timeout).await;
+            println!("{report}");
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Keys { action, config } => {
+            let config = Config::load(&config, &env)?;
+            let ProviderConfig::Local { key_dir } = &config.provider;
+            match action {
+                KeysAction::Rotate => {
+                    let entry = LocalKeyRing::rotate(key_dir)?;
+                    println!("created version {} key_id {}", entry.version, entry.key_id);
+                    println!(
+                        "a running plugin uses it after its next refresh, or at once on SIGHUP"
+                    );
+                }
+                KeysAction::List => {
+                    let entries = local::list(key_dir)
+                        .with_context(|| format!("listing key ring {}", key_dir.display()))?;
+                    if entries.is_empty() {
+                        bail!("key ring {} holds no keys", key_dir.display());
+                    }
+                    println!("{:<8} {:<64} current", "version", "key_id");
+                    let last = entries.last().map(|entry| entry.version);
+                    for entry in &entries {
+                        let current = if Some(entry.version) == last { "*" } else { "" };
+                        println!("{:<8} {:<64} {current}", entry.version, entry.key_id);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let provider: Arc<dyn KeyProvider> = match &config.provider {
+        ProviderConfig::Local { key_dir } => {
+            tracing::warn!(
+                key_dir = %key_dir.display(),
+                "using the local key provider: the root key is a file on this host; \
+                 for development and tests only"
+            );
+            Arc::new(LocalKeyRing::open_or_create(key_dir)?)
+        }
+    };
+    let envelope = Arc::new(
+        Envelope::start(provider, config.rotation, config.cache_size)
+            .await
+            .context("cannot make a first KEK with the key provider")?,
+    );
+    let (listener, bound) = socket::bind(&config.socket, config.socket_mode)?;
+    let key = envelope.current_key();
+    tracing::info!(
+        socket = %bound.path().display(),
+        provider = envelope.provider_kind(),
+        key_id = key.key_id(),
+        "serving KMS v2 and v1beta1"
+    );
+    println!("{}", encryption_configuration(bound.path()));
+
+    let trigger = refresher::RefreshTrigger::default();
+    let refresh = tokio::spawn(refresher::run(
+        Arc::clone(&envelope),
+        config.refresh_interval,
+        trigger.clone(),
+    ));
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: refreshing the key now");
+            trigger.fire();
+        }
+    });
+    server::serve(listener, envelope, shutdown_signal()).await?;
+    refresh.abort();
+    drop(bound);
+    tracing::info!("stopped; socket removed");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: draining in-flight calls"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining in-flight calls"),
+    }
+}
+
+fn encryption_configuration(socket: &std::path::Path) -> String {
+    format!(
+        "# EncryptionConfiguration for kube-apiserver (--encryption-provider-config):\n\
+         apiVersion: apiserver.config.k8s.io/v1\n\
+         kind: EncryptionConfiguration\n\
+         resources:\n\
+         \x20 - resources: [secrets]\n\
+         \x20   providers:\n\
+         \x20     - kms:\n\
+         \x20         apiVersion: v2\n\
+         \x20         name: kube-kms\n\
+         \x20         endpoint: unix://{}\n\
+         \x20         timeout: 3s\n\
+         \x20     - identity: {{}}",
+        socket.display()
+    )
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(format!("kube_kms={0},{0}", config.log_level))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

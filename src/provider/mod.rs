@@ -1,0 +1,182 @@
+//! The root of trust: a [`KeyProvider`] wraps and unwraps local KEKs with a key that stays in
+//! the key service (Azure Key Vault, Managed HSM, a PKCS#11 token) or, for development, in a
+//! local key ring.
+//!
+//! The envelope talks to this trait only, never to a concrete client. A provider never takes an
+//! endpoint, vault or key name from its caller: the key version it is asked to unwrap with is
+//! attacker input read from etcd, and a provider resolves it only within its own configuration.
+
+pub mod local;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::crypto::SecretKey;
+
+/// The longest key_id kube-apiserver accepts, in bytes.
+pub const MAX_KEY_ID_LEN: usize = 1024;
+/// The longest key version name a provider may write into annotations, in bytes.
+pub const MAX_KEY_VERSION_LEN: usize = 256;
+
+/// One version of the remote key: the key_id kube-apiserver sees and the provider's own name for
+/// the version, which travels in the annotations so Decrypt knows which version to unwrap with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyVersion {
+    key_id: Arc<str>,
+    version: Arc<str>,
+}
+
+impl KeyVersion {
+    /// A key version; `key_id` must be non-empty and at most 1024 bytes, `version` non-empty and
+    /// at most 256 bytes of printable ASCII. Providers build these from their own configuration.
+    pub fn new(key_id: &str, version: &str) -> Result<Self, ProviderError> {
+        let valid_key_id = !key_id.is_empty() && key_id.len() <= MAX_KEY_ID_LEN;
+        let valid_version = !version.is_empty()
+            && version.len() <= MAX_KEY_VERSION_LEN
+            && version.bytes().all(|b| b.is_ascii_graphic());
+        if !valid_key_id || !valid_version {
+            return Err(ProviderError::Misconfigured {
+                reason: format!(
+                    "key version {version:?} with key_id of {} bytes: a key_id must be 1..=1024 \
+                     bytes and a version 1..=256 printable ASCII bytes",
+                    key_id.len()
+                ),
+            });
+        }
+        Ok(Self {
+            key_id: key_id.into(),
+            version: version.into(),
+        })
+    }
+
+    /// What kube-apiserver sees as key_id: names the remote key version, never a local KEK.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The provider's name for this version, written into the annotations.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+}
+
+/// Whether the provider can serve, as far as it knows without a remote call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderHealth {
+    /// Serving normally.
+    Ok,
+    /// Still serving (from cache) but the key service is having trouble.
+    Degraded {
+        /// What is wrong, for Status and /readyz; never contains secrets.
+        reason: String,
+    },
+    /// The key service said authoritatively that the key may not be used.
+    Revoked {
+        /// Which key and why.
+        reason: String,
+    },
+}
+
+/// Why a provider call failed. Cloneable so one single-flight result can reach every waiter.
+#[derive(Debug, Clone)]
+pub enum ProviderError {
+    /// The wrapped KEK did not unwrap: not produced by that key version, or altered.
+    UnwrapFailed {
+        /// The key version that was tried.
+        version: String,
+    },
+    /// The annotations name a key version this provider does not have or may not use.
+    UnknownKeyVersion {
+        /// The version as read from the request, already length-checked.
+        version: String,
+    },
+    /// The key service said the key may not be used: disabled, deleted, expired, forbidden.
+    Revoked {
+        /// Which key and why, without secrets.
+        reason: String,
+    },
+    /// The key service could not be reached or did not answer in time; worth retrying later.
+    Unavailable {
+        /// What was being done ("unwrap with version 3", "read key").
+        operation: String,
+        /// The underlying failure.
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// The provider's configuration or local state is wrong and needs an operator.
+    Misconfigured {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The OS random number generator failed.
+    Random,
+}
+
+impl std::fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnwrapFailed { version } => {
+                write!(
+                    f,
+                    "the wrapped KEK does not unwrap with key version {version:?}"
+                )
+            }
+            Self::UnknownKeyVersion { version } => {
+                write!(
+                    f,
+                    "key version {version:?} is not one this plugin is configured to use"
+                )
+            }
+            Self::Revoked { reason } => write!(f, "key revoked: {reason}"),
+            Self::Unavailable { operation, source } => {
+                write!(f, "key service unavailable during {operation}: {source}")
+            }
+            Self::Misconfigured { reason } => write!(f, "key provider misconfigured: {reason}"),
+            Self::Random => f.write_str("the operating system's random number generator failed"),
+        }
+    }
+}
+
+impl std::error::Error for ProviderError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unavailable { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::crypto::RandomUnavailable> for ProviderError {
+    fn from(_: crate::crypto::RandomUnavailable) -> Self {
+        Self::Random
+    }
+}
+
+/// A remote (or local) key that wraps the plugin's local KEKs.
+///
+/// Implementations are called from the envelope only: `refresh` from the background refresher,
+/// `wrap` when a new local KEK is made, `unwrap` on a cache miss in Decrypt. None of them is on
+/// the steady-state hot path.
+#[async_trait]
+pub trait KeyProvider: Send + Sync + 'static {
+    /// A short name for logs and metrics: "local", "azure-keyvault", "pkcs11".
+    fn kind(&self) -> &'static str;
+
+    /// Reads the key service and returns the version new KEKs must be wrapped with. Called at
+    /// start-up and every refresh interval; a changed result rotates the local KEK.
+    async fn refresh(&self) -> Result<KeyVersion, ProviderError>;
+
+    /// The version the last successful `refresh` returned, without a remote call.
+    async fn current_key(&self) -> Option<KeyVersion>;
+
+    /// Wraps `kek` under `key`. The result is opaque bytes stored in the annotations.
+    async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError>;
+
+    /// Unwraps `wrapped` with the key version named `version`. Both arguments come from etcd and
+    /// are untrusted: a version outside this provider's configuration is `UnknownKeyVersion`,
+    /// resolved without any network call.
+    async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError>;
+
+    /// The provider's health as of its last remote call; makes no remote call itself.
+    async fn health(&self) -> ProviderHealth;
+}

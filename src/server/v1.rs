@@ -1,0 +1,80 @@
+//! `/v1beta1.KeyManagementService`: the KMS v1 API on the same socket, for clusters that have
+//! not moved to v2. v1 has no annotations and no key_id, so each ciphertext is a self-contained
+//! blob carrying its wrapped KEK (see envelope::format).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::errors::to_status;
+use crate::envelope::Envelope;
+use crate::proto::v1beta1::key_management_service_server::KeyManagementService;
+use crate::proto::v1beta1::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, VersionRequest,
+    VersionResponse,
+};
+
+/// The API version kube-apiserver requires from Version.
+pub const API_VERSION: &str = "v1beta1";
+/// The runtime name Version reports.
+pub const RUNTIME_NAME: &str = "kube-kms";
+
+/// The KMS v1 service over an [`Envelope`].
+pub struct KmsV1 {
+    envelope: Arc<Envelope>,
+}
+
+impl KmsV1 {
+    /// A v1 service that seals and opens with `envelope`.
+    pub fn new(envelope: Arc<Envelope>) -> Self {
+        Self { envelope }
+    }
+}
+
+#[tonic::async_trait]
+impl KeyManagementService for KmsV1 {
+    async fn version(
+        &self,
+        _request: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            version: API_VERSION.to_owned(),
+            runtime_name: RUNTIME_NAME.to_owned(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+
+    async fn encrypt(
+        &self,
+        request: Request<EncryptRequest>,
+    ) -> Result<Response<EncryptResponse>, Status> {
+        let request = request.into_inner();
+        let cipher = self
+            .envelope
+            .encrypt_v1(&request.plain)
+            .await
+            .map_err(|error| {
+                tracing::debug!(%error, "v1 encrypt refused");
+                to_status(&error)
+            })?;
+        Ok(Response::new(EncryptResponse { cipher }))
+    }
+
+    async fn decrypt(
+        &self,
+        request: Request<DecryptRequest>,
+    ) -> Result<Response<DecryptResponse>, Status> {
+        let request = request.into_inner();
+        let plain = self
+            .envelope
+            .decrypt_v1(&request.cipher)
+            .await
+            .map_err(|error| {
+                tracing::debug!(%error, "v1 decrypt refused");
+                to_status(&error)
+            })?;
+        Ok(Response::new(DecryptResponse {
+            plain: plain.to_vec(),
+        }))
+    }
+}
