@@ -1,6 +1,7 @@
 //! The `kube-kms` command: `serve` runs the plugin, `probe` checks a running one, `keys`
 //! manages the local key ring.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,7 +165,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         key_id = key.key_id(),
         "serving KMS v2 and v1beta1"
     );
-    println!("{}", encryption_configuration(bound.path()));
+    // stdout may be a pipe nobody reads any more; the snippet is a courtesy, not worth a crash.
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        encryption_configuration(bound.path())
+    );
 
     let trigger = refresher::RefreshTrigger::default();
     let refresh = tokio::spawn(refresher::run(

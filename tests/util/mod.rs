@@ -1,0 +1,145 @@
+//! Shared helpers for the integration tests: an in-process plugin on a temporary Unix socket,
+//! backed by a real local key ring, and tonic clients that connect the way kube-apiserver does.
+
+#![allow(
+    dead_code,
+    reason = "each test crate uses a different subset of these helpers"
+)]
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_kms::envelope::Envelope;
+use kube_kms::envelope::kek::RotationPolicy;
+use kube_kms::probe::connect;
+use kube_kms::proto::v1beta1::key_management_service_client::KeyManagementServiceClient as V1Client;
+use kube_kms::proto::v2::key_management_service_client::KeyManagementServiceClient as V2Client;
+use kube_kms::provider::KeyProvider;
+use kube_kms::provider::local::LocalKeyRing;
+use kube_kms::server::{self, socket};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// A plugin serving on a temporary socket until dropped or stopped.
+pub struct TestPlugin {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub key_dir: PathBuf,
+    pub envelope: Arc<Envelope>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    bound: Option<socket::BoundSocket>,
+}
+
+/// A temporary directory with a short path (socket paths are limited to 107 bytes).
+pub fn short_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kk")
+        .tempdir_in("/tmp")
+        .expect("temporary directory")
+}
+
+/// Opens (creating if needed) the local key ring at `key_dir`.
+pub fn key_ring(key_dir: &Path) -> Arc<dyn KeyProvider> {
+    Arc::new(LocalKeyRing::open_or_create(key_dir).expect("key ring opens"))
+}
+
+impl TestPlugin {
+    /// A plugin with the default rotation policy on a fresh key ring.
+    pub async fn start() -> Self {
+        Self::start_with(RotationPolicy::DEFAULT).await
+    }
+
+    /// A plugin with `policy` on a fresh key ring.
+    pub async fn start_with(policy: RotationPolicy) -> Self {
+        let dir = short_tempdir();
+        let key_dir = dir.path().join("keys");
+        let provider = key_ring(&key_dir);
+        Self::start_on(dir, key_dir, provider, policy).await
+    }
+
+    /// A plugin serving `provider` from `dir`.
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        key_dir: PathBuf,
+        provider: Arc<dyn KeyProvider>,
+        policy: RotationPolicy,
+    ) -> Self {
+        let envelope = Arc::new(
+            Envelope::start(provider, policy, NonZeroUsize::new(100).expect("non-zero"))
+                .await
+                .expect("envelope starts"),
+        );
+        let socket = dir.path().join("run/kms.sock");
+        let (listener, bound) = socket::bind(&socket, 0o600).expect("socket binds");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let server = tokio::spawn(server::serve(listener, Arc::clone(&envelope), async {
+            let _ = stop.await;
+        }));
+        Self {
+            dir,
+            socket,
+            key_dir,
+            envelope,
+            shutdown: Some(shutdown),
+            server: Some(server),
+            bound: Some(bound),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        connect(&self.socket).await.expect("client connects")
+    }
+
+    pub async fn v2(&self) -> V2Client<Channel> {
+        V2Client::new(self.channel().await)
+    }
+
+    pub async fn v1(&self) -> V1Client<Channel> {
+        V1Client::new(self.channel().await)
+    }
+
+    /// Signals shutdown, waits for in-flight calls to drain and removes the socket.
+    pub async fn stop(mut self) {
+        self.begin_stop();
+        self.finish_stop().await;
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn begin_stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Waits for the server to finish after `begin_stop`, then removes the socket.
+    pub async fn finish_stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+        self.bound.take();
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds, failing the test after `deadline`.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
