@@ -22,3 +22,11 @@ pub fn decrypt_request(data: &[u8]) {
     let _ = format::check_key_id(&key_id);
     let _ = format::parse_annotations(&annotations);
 }
+
+/// Parses arbitrary bytes as a YAML config file and resolves it.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let env = crate::config::DefaultsEnv::default();
+        let _ = crate::config::Config::from_yaml(text, &crate::config::ConfigArgs::default(), &env);
+    }
+}

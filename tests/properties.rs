@@ -1,0 +1,191 @@
+//! Properties of the envelope, checked on generated inputs: every plaintext round-trips, and
+//! any mutation of ciphertext, annotations or key_id fails cleanly (an error, never a panic,
+//! never a wrong plaintext).
+
+mod util;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::OnceLock;
+
+use kube_kms::envelope::format::{KEY_VERSION_ANNOTATION, WRAPPED_KEK_ANNOTATION};
+use kube_kms::envelope::kek::RotationPolicy;
+use kube_kms::envelope::{Envelope, EnvelopeError};
+use proptest::prelude::*;
+
+struct Fixture {
+    runtime: tokio::runtime::Runtime,
+    envelope: Envelope,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = util::short_tempdir();
+        let provider = util::key_ring(&dir.path().join("keys"));
+        let envelope = runtime
+            .block_on(Envelope::start(
+                provider,
+                RotationPolicy::DEFAULT,
+                NonZeroUsize::new(16).expect("non-zero"),
+            ))
+            .expect("envelope");
+        Fixture {
+            runtime,
+            envelope,
+            _dir: dir,
+        }
+    })
+}
+
+/// One mutation of a Decrypt request.
+#[derive(Debug, Clone)]
+enum Mutation {
+    FlipCiphertextBit(usize),
+    TruncateCiphertext(usize),
+    ExtendCiphertext(Vec<u8>),
+    FlipWrappedBit(usize),
+    ReplaceVersion(String),
+    ReplaceKeyId(String),
+    DropAnnotation(bool),
+    AddAnnotation(String, Vec<u8>),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        any::<usize>().prop_map(Mutation::FlipCiphertextBit),
+        any::<usize>().prop_map(Mutation::TruncateCiphertext),
+        proptest::collection::vec(any::<u8>(), 1..64).prop_map(Mutation::ExtendCiphertext),
+        any::<usize>().prop_map(Mutation::FlipWrappedBit),
+        "[ -~]{0,300}".prop_map(Mutation::ReplaceVersion),
+        "[ -~]{0,1100}".prop_map(Mutation::ReplaceKeyId),
+        any::<bool>().prop_map(Mutation::DropAnnotation),
+        (
+            "[a-zA-Z0-9./_-]{0,80}",
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(k, v)| Mutation::AddAnnotation(k, v)),
+    ]
+}
+
+struct Request {
+    ciphertext: Vec<u8>,
+    key_id: String,
+    annotations: HashMap<String, Vec<u8>>,
+}
+
+/// Applies `mutation`; returns false when it happens to change nothing that matters.
+fn apply(mutation: &Mutation, request: &mut Request) -> bool {
+    match mutation {
+        Mutation::FlipCiphertextBit(bit) => {
+            let bit = bit % (request.ciphertext.len() * 8);
+            request.ciphertext[bit / 8] ^= 1 << (bit % 8);
+        }
+        Mutation::TruncateCiphertext(len) => {
+            request.ciphertext.truncate(len % request.ciphertext.len());
+        }
+        Mutation::ExtendCiphertext(extra) => request.ciphertext.extend_from_slice(extra),
+        Mutation::FlipWrappedBit(bit) => {
+            let wrapped = request
+                .annotations
+                .get_mut(WRAPPED_KEK_ANNOTATION)
+                .expect("present");
+            let bit = bit % (wrapped.len() * 8);
+            wrapped[bit / 8] ^= 1 << (bit % 8);
+        }
+        Mutation::ReplaceVersion(version) => {
+            let old = request
+                .annotations
+                .insert(KEY_VERSION_ANNOTATION.into(), version.clone().into_bytes());
+            return old.as_deref() != Some(version.as_bytes());
+        }
+        Mutation::ReplaceKeyId(key_id) => {
+            return std::mem::replace(&mut request.key_id, key_id.clone()) != *key_id;
+        }
+        Mutation::DropAnnotation(wrapped) => {
+            let key = if *wrapped {
+                WRAPPED_KEK_ANNOTATION
+            } else {
+                KEY_VERSION_ANNOTATION
+            };
+            request.annotations.remove(key);
+        }
+        Mutation::AddAnnotation(key, value) => {
+            // An extra annotation changes nothing that matters if it is well formed.
+            if key == WRAPPED_KEK_ANNOTATION || key == KEY_VERSION_ANNOTATION {
+                request.annotations.insert(key.clone(), value.clone());
+                return true;
+            }
+            request.annotations.insert(key.clone(), value.clone());
+            return false;
+        }
+    }
+    true
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn every_plaintext_round_trips(plaintext in proptest::collection::vec(any::<u8>(), 1..=995)) {
+        let fixture = fixture();
+        let sealed = fixture.runtime.block_on(fixture.envelope.encrypt(&plaintext)).unwrap();
+        prop_assert!(sealed.ciphertext.len() <= 1024);
+        let opened = fixture
+            .runtime
+            .block_on(fixture.envelope.decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations))
+            .unwrap();
+        prop_assert_eq!(opened.as_slice(), plaintext.as_slice());
+
+        let blob = fixture.runtime.block_on(fixture.envelope.encrypt_v1(&plaintext)).unwrap();
+        let opened = fixture.runtime.block_on(fixture.envelope.decrypt_v1(&blob)).unwrap();
+        prop_assert_eq!(opened.as_slice(), plaintext.as_slice());
+    }
+
+    #[test]
+    fn any_mutation_fails_cleanly(plaintext in proptest::collection::vec(any::<u8>(), 1..64), mutation in mutation()) {
+        let fixture = fixture();
+        let sealed = fixture.runtime.block_on(fixture.envelope.encrypt(&plaintext)).unwrap();
+        let mut request = Request {
+            ciphertext: sealed.ciphertext,
+            key_id: sealed.key_id,
+            annotations: sealed.annotations,
+        };
+        let matters = apply(&mutation, &mut request);
+        let result = fixture.runtime.block_on(fixture.envelope.decrypt(
+            &request.ciphertext,
+            &request.key_id,
+            &request.annotations,
+        ));
+        if matters {
+            let error = result.expect_err("a mutated request must not decrypt");
+            prop_assert!(
+                matches!(error, EnvelopeError::Format(_) | EnvelopeError::Authentication | EnvelopeError::Provider(_)),
+                "{error}"
+            );
+        } else if let Ok(opened) = result {
+            prop_assert_eq!(opened.as_slice(), plaintext.as_slice());
+        }
+    }
+
+    #[test]
+    fn any_mutation_of_a_v1_blob_fails_cleanly(
+        plaintext in proptest::collection::vec(any::<u8>(), 1..64),
+        bit in any::<usize>(),
+        cut in any::<usize>(),
+    ) {
+        let fixture = fixture();
+        let blob = fixture.runtime.block_on(fixture.envelope.encrypt_v1(&plaintext)).unwrap();
+        let mut flipped = blob.clone();
+        let bit = bit % (flipped.len() * 8);
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(fixture.runtime.block_on(fixture.envelope.decrypt_v1(&flipped)).is_err());
+        let truncated = &blob[..cut % blob.len()];
+        prop_assert!(fixture.runtime.block_on(fixture.envelope.decrypt_v1(truncated)).is_err());
+    }
+}
