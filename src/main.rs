@@ -49,17 +49,23 @@ enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
-        #[command(flatten)]
-        config: ConfigArgs,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum KeysAction {
     /// Add a new key version; a running plugin moves to it at its next refresh or on SIGHUP.
-    Rotate,
+    Rotate(ConfigArgs),
     /// List key versions and their key_ids, oldest first.
-    List,
+    List(ConfigArgs),
+}
+
+impl KeysAction {
+    fn config_args(&self) -> &ConfigArgs {
+        match self {
+            Self::Rotate(args) | Self::List(args) => args,
+        }
+    }
 }
 
 fn parse_duration_arg(value: &str) -> Result<Duration, String> {
@@ -111,18 +117,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Keys { action, config } => {
-            let config = Config::load(&config, &env)?;
+        Command::Keys { action } => {
+            let config = Config::load(action.config_args(), &env)?;
             let ProviderConfig::Local { key_dir } = &config.provider;
             match action {
-                KeysAction::Rotate => {
+                KeysAction::Rotate(_) => {
                     let entry = LocalKeyRing::rotate(key_dir)?;
                     println!("created version {} key_id {}", entry.version, entry.key_id);
                     println!(
                         "a running plugin uses it after its next refresh, or at once on SIGHUP"
                     );
                 }
-                KeysAction::List => {
+                KeysAction::List(_) => {
                     let entries = local::list(key_dir)
                         .with_context(|| format!("listing key ring {}", key_dir.display()))?;
                     if entries.is_empty() {

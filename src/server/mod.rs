@@ -46,10 +46,33 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversize_is_resource_exhausted,
+        ))
         .timeout(CALL_TIMEOUT)
         .concurrency_limit_per_connection(MAX_CONCURRENT_REQUESTS)
         .add_service(v2)
         .add_service(v1)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
+}
+
+/// tonic refuses a message over [`MAX_MESSAGE_BYTES`] (on its length prefix, before buffering
+/// it) with OUT_OF_RANGE; the gRPC specification, and every other gRPC implementation, say
+/// RESOURCE_EXHAUSTED. kube-kms itself never returns OUT_OF_RANGE, so the rewrite is exact.
+fn oversize_is_resource_exhausted<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    if headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == out_of_range.as_bytes())
+    {
+        let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
+        if let Ok(value) = tonic::codegen::http::HeaderValue::from_str(&exhausted) {
+            headers.insert("grpc-status", value);
+        }
+    }
+    response
 }

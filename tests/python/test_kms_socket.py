@@ -435,11 +435,10 @@ class TestMessageSizeLimit(KmsTestCase):
         )
 
     def test_a_request_of_several_megabytes_is_refused_and_serving_continues(self):
-        # The refusal must be a message-size code, never OK, Unknown or Internal. See
-        # test_..._is_resource_exhausted for which code.
-        size_codes = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE)
-        self.assert_code(size_codes, self.encrypt, self.HUGE)
-        self.assert_code(size_codes, self.huge_decrypt)
+        # RESOURCE_EXHAUSTED, as gRPC (doc/statuscodes.md) and grpc-go answer an oversize
+        # message; never OK, Unknown or Internal.
+        self.assert_code(grpc.StatusCode.RESOURCE_EXHAUSTED, self.encrypt, self.HUGE)
+        self.assert_code(grpc.StatusCode.RESOURCE_EXHAUSTED, self.huge_decrypt)
         # The same connection still serves...
         plaintext = os.urandom(32)
         self.assertEqual(self.decrypt_response(self.encrypt(plaintext)).plaintext, plaintext)
@@ -451,15 +450,6 @@ class TestMessageSizeLimit(KmsTestCase):
             self.assertEqual(status.healthz, "ok")
         finally:
             channel.close()
-
-    # KNOWN BUG (src/server/mod.rs): tonic refuses an oversize message with OUT_OF_RANGE
-    # ("Error, decoded message length too large"), where gRPC (doc/statuscodes.md) and every
-    # other implementation, grpc-go in particular, answer RESOURCE_EXHAUSTED. When the server
-    # maps it, this test passes unexpectedly and fails the run: remove the decorator then.
-    @unittest.expectedFailure
-    def test_a_request_of_several_megabytes_is_resource_exhausted(self):
-        self.assert_code(grpc.StatusCode.RESOURCE_EXHAUSTED, self.encrypt, self.HUGE)
-        self.assert_code(grpc.StatusCode.RESOURCE_EXHAUSTED, self.huge_decrypt)
 
 
 class TestConcurrency(KmsTestCase):
@@ -619,11 +609,7 @@ class TestRotation(KmsTestCase):
 
 
 class TestKeysCommandLine(unittest.TestCase):
-    # KNOWN BUG (src/main.rs): the config flags are flattened into `keys`, not into its
-    # actions, so `kube-kms keys list --state-dir D` (and `keys rotate --state-dir D`) exit 2
-    # with "unexpected argument '--state-dir' found"; only `keys --state-dir D list` works.
-    # When fixed, this test passes unexpectedly and fails the run: remove the decorator then.
-    @unittest.expectedFailure
+    # Regression: the config flags belong to each `keys` action (`keys list --state-dir D`).
     def test_keys_list_takes_state_dir_after_the_action(self):
         listed = subprocess.run(
             [
