@@ -2,6 +2,11 @@
 #![forbid(unsafe_code)]
 
 pub mod b64;
+pub mod certs;
 pub mod crypto;
 pub mod error;
+pub mod faults;
+pub mod identity;
+pub mod jwt;
 pub mod model;
+pub mod store;

@@ -1,0 +1,433 @@
+//! Fault injection and call accounting: the test decides which requests are delayed, throttled,
+//! failed with a 5xx or dropped without an answer, optionally enforces the service's real
+//! per-10-second request budgets, and reads how many calls each operation received.
+//!
+//! Rules are consulted in the order they were added. Latency rules add up; the first matching
+//! non-latency rule decides the outcome. A rule with a `count` is used that many times and then
+//! forgotten. Time is `tokio::time::Instant`, so tests may pause the clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::error::ServiceError;
+use crate::model::Operation;
+
+/// What happens to a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// Delay the answer.
+    Latency {
+        /// How long, in milliseconds.
+        millis: u64,
+    },
+    /// Answer 429 Throttled, with `Retry-After` only if given (the real service sends none).
+    Throttle {
+        /// Seconds for a `Retry-After` header.
+        #[serde(default)]
+        retry_after: Option<u64>,
+    },
+    /// Answer with this status (a 5xx) and a service error body.
+    Status {
+        /// The HTTP status, 500-599.
+        status: u16,
+    },
+    /// Close the TCP connection without writing a response.
+    DropConnection,
+}
+
+/// A fault applied to requests of one operation (or all), a number of times (or until
+/// cleared).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRule {
+    /// The operation; every operation when absent.
+    #[serde(default)]
+    pub operation: Option<Operation>,
+    /// The fault.
+    pub fault: Fault,
+    /// How many requests it applies to; unlimited when absent.
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+impl FaultRule {
+    /// A rule for every request of `operation`.
+    pub fn on(operation: Operation, fault: Fault) -> Self {
+        Self {
+            operation: Some(operation),
+            fault,
+            count: None,
+        }
+    }
+
+    /// A rule for every request.
+    pub fn always(fault: Fault) -> Self {
+        Self {
+            operation: None,
+            fault,
+            count: None,
+        }
+    }
+
+    /// Limits the rule to the next `count` matching requests.
+    pub fn times(mut self, count: u32) -> Self {
+        self.count = Some(count);
+        self
+    }
+}
+
+/// Per-window request budgets. [`ThrottleLimits::azure`] holds the service's published
+/// limits per vault per 10 seconds; tests may lower them to reach throttling in a few calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleLimits {
+    /// Transactions on RSA-2048 HSM keys.
+    pub rsa2048_hsm: u32,
+    /// Transactions on RSA-2048 software keys.
+    pub rsa2048_software: u32,
+    /// Transactions on RSA-3072 HSM keys.
+    pub rsa3072_hsm: u32,
+    /// Transactions on RSA-3072 software keys.
+    pub rsa3072_software: u32,
+    /// Transactions on RSA-4096 HSM keys.
+    pub rsa4096_hsm: u32,
+    /// Transactions on RSA-4096 software keys.
+    pub rsa4096_software: u32,
+    /// Key creations of HSM keys.
+    pub create_hsm: u32,
+    /// Key creations of software keys.
+    pub create_software: u32,
+    /// Every other vault transaction (list, delete, recover, ...).
+    pub other: u32,
+    /// The window length in seconds.
+    pub window_seconds: u64,
+    /// `Retry-After` seconds on a throttled answer; none, like the service, by default.
+    pub retry_after: Option<u64>,
+}
+
+impl ThrottleLimits {
+    /// The service's limits per vault per 10 seconds.
+    pub const fn azure() -> Self {
+        Self {
+            rsa2048_hsm: 2000,
+            rsa2048_software: 4000,
+            rsa3072_hsm: 500,
+            rsa3072_software: 1000,
+            rsa4096_hsm: 250,
+            rsa4096_software: 500,
+            create_hsm: 10,
+            create_software: 20,
+            other: 4000,
+            window_seconds: 10,
+            retry_after: None,
+        }
+    }
+
+    fn limit(&self, class: BudgetClass) -> Option<u32> {
+        Some(match class {
+            BudgetClass::Rsa { bits, hsm } => match (bits, hsm) {
+                (..=2048, true) => self.rsa2048_hsm,
+                (..=2048, false) => self.rsa2048_software,
+                (..=3072, true) => self.rsa3072_hsm,
+                (..=3072, false) => self.rsa3072_software,
+                (_, true) => self.rsa4096_hsm,
+                (_, false) => self.rsa4096_software,
+            },
+            BudgetClass::Create { hsm: true } => self.create_hsm,
+            BudgetClass::Create { hsm: false } => self.create_software,
+            BudgetClass::Other => self.other,
+            BudgetClass::Unthrottled => return None,
+        })
+    }
+}
+
+impl Default for ThrottleLimits {
+    fn default() -> Self {
+        Self::azure()
+    }
+}
+
+/// Which budget a request draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BudgetClass {
+    /// A transaction on an RSA key of `bits`.
+    Rsa {
+        /// Key size.
+        bits: usize,
+        /// HSM-protected.
+        hsm: bool,
+    },
+    /// A key creation (create, import, rotate).
+    Create {
+        /// HSM-protected.
+        hsm: bool,
+    },
+    /// Any other vault transaction.
+    Other,
+    /// Not throttled (Managed HSM crypto).
+    Unthrottled,
+}
+
+/// The fate of one request, decided before it is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Serve it.
+    Proceed,
+    /// Answer with this error instead.
+    Respond(ServiceError),
+    /// Close the connection without an answer.
+    Drop,
+}
+
+/// Counts of the calls one operation received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpCounts {
+    /// Every request routed to the operation.
+    pub requests: u64,
+    /// Answered 401 with the challenge because no token was sent.
+    pub challenged: u64,
+    /// Answered with a 2xx.
+    pub succeeded: u64,
+    /// Answered with any other error (including injected and throttled ones).
+    pub failed: u64,
+    /// Dropped without an answer.
+    pub dropped: u64,
+}
+
+/// How a request ended, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 401 challenge (no token).
+    Challenged,
+    /// 2xx.
+    Succeeded,
+    /// Any other answer.
+    Failed,
+    /// No answer.
+    Dropped,
+}
+
+/// The fault plan, the budgets and the counters of one emulator.
+#[derive(Debug, Default)]
+pub struct Faults {
+    rules: Vec<FaultRule>,
+    limits: Option<ThrottleLimits>,
+    window_start: Option<Instant>,
+    spent: HashMap<BudgetClass, u32>,
+    counters: BTreeMap<Operation, OpCounts>,
+}
+
+impl Faults {
+    /// Adds a rule.
+    pub fn add(&mut self, rule: FaultRule) {
+        self.rules.push(rule);
+    }
+
+    /// Removes every rule.
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    /// The rules still in force.
+    pub fn rules(&self) -> Vec<FaultRule> {
+        self.rules.clone()
+    }
+
+    /// Turns budget throttling on (with these limits) or off.
+    pub fn set_limits(&mut self, limits: Option<ThrottleLimits>) {
+        self.limits = limits;
+        self.window_start = None;
+        self.spent.clear();
+    }
+
+    /// The budget limits in force.
+    pub fn limits(&self) -> Option<ThrottleLimits> {
+        self.limits
+    }
+
+    /// Decides the injected latency and the fate of a request, consuming counted rules.
+    pub fn plan(&mut self, operation: Operation) -> (Duration, Verdict) {
+        let mut latency = Duration::ZERO;
+        let mut verdict = Verdict::Proceed;
+        for rule in &mut self.rules {
+            if rule.operation.is_some_and(|op| op != operation) || rule.count == Some(0) {
+                continue;
+            }
+            let decided = match &rule.fault {
+                Fault::Latency { millis } => {
+                    latency += Duration::from_millis(*millis);
+                    None
+                }
+                Fault::Throttle { retry_after } => {
+                    Some(Verdict::Respond(ServiceError::throttled(*retry_after)))
+                }
+                Fault::Status { status } => Some(Verdict::Respond(ServiceError::server_error(
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                ))),
+                Fault::DropConnection => Some(Verdict::Drop),
+            };
+            if verdict != Verdict::Proceed && decided.is_some() {
+                continue;
+            }
+            if let Some(count) = rule.count.as_mut() {
+                *count -= 1;
+            }
+            if let Some(decided) = decided {
+                verdict = decided;
+            }
+        }
+        self.rules.retain(|rule| rule.count != Some(0));
+        (latency, verdict)
+    }
+
+    /// Charges one request to a budget; 429 Throttled when the window's budget is spent.
+    pub fn charge(&mut self, class: BudgetClass, now: Instant) -> Result<(), ServiceError> {
+        let Some(limits) = self.limits else {
+            return Ok(());
+        };
+        let Some(limit) = limits.limit(class) else {
+            return Ok(());
+        };
+        let window = Duration::from_secs(limits.window_seconds.max(1));
+        match self.window_start {
+            Some(start) if now.duration_since(start) < window => {}
+            _ => {
+                self.window_start = Some(now);
+                self.spent.clear();
+            }
+        }
+        let spent = self.spent.entry(class).or_insert(0);
+        if *spent >= limit {
+            return Err(ServiceError::throttled(limits.retry_after));
+        }
+        *spent += 1;
+        Ok(())
+    }
+
+    /// Counts a request arriving.
+    pub fn count_request(&mut self, operation: Operation) {
+        self.counters.entry(operation).or_default().requests += 1;
+    }
+
+    /// Counts how a request ended.
+    pub fn count_outcome(&mut self, operation: Operation, outcome: Outcome) {
+        let counts = self.counters.entry(operation).or_default();
+        match outcome {
+            Outcome::Challenged => counts.challenged += 1,
+            Outcome::Succeeded => counts.succeeded += 1,
+            Outcome::Failed => counts.failed += 1,
+            Outcome::Dropped => counts.dropped += 1,
+        }
+    }
+
+    /// The counts of one operation.
+    pub fn counts(&self, operation: Operation) -> OpCounts {
+        self.counters.get(&operation).copied().unwrap_or_default()
+    }
+
+    /// Every operation's counts (operations never called are absent).
+    pub fn all_counts(&self) -> BTreeMap<Operation, OpCounts> {
+        self.counters.clone()
+    }
+
+    /// Zeroes the counters.
+    pub fn reset_counts(&mut self) {
+        self.counters.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_rules_expire_and_latency_adds_up() {
+        let mut faults = Faults::default();
+        faults.add(FaultRule::always(Fault::Latency { millis: 5 }).times(2));
+        faults.add(FaultRule::on(
+            Operation::UnwrapKey,
+            Fault::Latency { millis: 7 },
+        ));
+        faults.add(FaultRule::on(Operation::UnwrapKey, Fault::DropConnection).times(1));
+        faults.add(FaultRule::on(Operation::UnwrapKey, Fault::Status { status: 503 }).times(1));
+
+        let (latency, verdict) = faults.plan(Operation::UnwrapKey);
+        assert_eq!(latency, Duration::from_millis(12));
+        assert_eq!(verdict, Verdict::Drop);
+
+        let (latency, verdict) = faults.plan(Operation::UnwrapKey);
+        assert_eq!(latency, Duration::from_millis(12));
+        let Verdict::Respond(error) = verdict else {
+            panic!("expected a 503")
+        };
+        assert_eq!(error.status().as_u16(), 503);
+
+        let (latency, verdict) = faults.plan(Operation::UnwrapKey);
+        assert_eq!(latency, Duration::from_millis(7));
+        assert_eq!(verdict, Verdict::Proceed);
+        assert_eq!(
+            faults.plan(Operation::GetKey),
+            (Duration::ZERO, Verdict::Proceed)
+        );
+    }
+
+    #[test]
+    fn throttle_rule_sends_retry_after_only_when_asked() {
+        let mut faults = Faults::default();
+        faults.add(FaultRule::always(Fault::Throttle { retry_after: None }).times(1));
+        faults.add(
+            FaultRule::always(Fault::Throttle {
+                retry_after: Some(2),
+            })
+            .times(1),
+        );
+        let Verdict::Respond(first) = faults.plan(Operation::WrapKey).1 else {
+            panic!("expected 429")
+        };
+        let Verdict::Respond(second) = faults.plan(Operation::WrapKey).1 else {
+            panic!("expected 429")
+        };
+        assert_eq!((first.retry_after(), second.retry_after()), (None, Some(2)));
+        assert_eq!(first.code(), "Throttled");
+    }
+
+    #[test]
+    fn budgets_reset_each_window() {
+        let mut faults = Faults::default();
+        let limits = ThrottleLimits {
+            rsa2048_software: 2,
+            ..ThrottleLimits::azure()
+        };
+        faults.set_limits(Some(limits));
+        let class = BudgetClass::Rsa {
+            bits: 2048,
+            hsm: false,
+        };
+        let start = Instant::now();
+        assert!(faults.charge(class, start).is_ok());
+        assert!(faults.charge(class, start).is_ok());
+        assert_eq!(faults.charge(class, start).unwrap_err().code(), "Throttled");
+        assert!(faults.charge(BudgetClass::Other, start).is_ok());
+        assert!(faults.charge(BudgetClass::Unthrottled, start).is_ok());
+        assert!(
+            faults
+                .charge(class, start + Duration::from_secs(10))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_real_limits_are_the_published_ones() {
+        let azure = ThrottleLimits::azure();
+        assert_eq!((azure.rsa2048_hsm, azure.rsa2048_software), (2000, 4000));
+        assert_eq!((azure.rsa3072_hsm, azure.rsa3072_software), (500, 1000));
+        assert_eq!((azure.rsa4096_hsm, azure.rsa4096_software), (250, 500));
+        assert_eq!((azure.create_hsm, azure.create_software), (10, 20));
+        assert_eq!(azure.retry_after, None);
+    }
+}
