@@ -15,6 +15,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::envelope::kek::RotationPolicy;
+use crate::provider::pkcs11::{PinSource, Pkcs11Config, TokenSelector, is_valid_key_label};
 
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes including the NUL).
 const MAX_SOCKET_PATH_LEN: usize = 107;
@@ -37,13 +38,38 @@ pub struct ConfigArgs {
     /// ~/.local/state/kube-kms].
     #[arg(long, env = "KUBE_KMS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<String>,
-    /// Key provider: `local` (a key ring on this host; for development and tests only)
-    /// [default: local].
+    /// Key provider: `local` (a key ring on this host; for development and tests only) or
+    /// `pkcs11` (a key on a PKCS#11 token) [default: local].
     #[arg(long, env = "KUBE_KMS_PROVIDER", value_name = "KIND")]
     pub provider: Option<String>,
     /// Key ring directory of the local provider [default: <state-dir>/local-keys].
     #[arg(long, env = "KUBE_KMS_LOCAL_KEY_DIR", value_name = "DIR")]
     pub local_key_dir: Option<String>,
+    /// PKCS#11 module (shared library) of the pkcs11 provider, an absolute path.
+    #[arg(long, env = "KUBE_KMS_PKCS11_MODULE", value_name = "PATH")]
+    pub pkcs11_module: Option<String>,
+    /// Label of the PKCS#11 token (or --pkcs11-slot).
+    #[arg(long, env = "KUBE_KMS_PKCS11_TOKEN_LABEL", value_name = "LABEL")]
+    pub pkcs11_token_label: Option<String>,
+    /// Slot id of the PKCS#11 token (or --pkcs11-token-label).
+    #[arg(long, env = "KUBE_KMS_PKCS11_SLOT", value_name = "ID")]
+    pub pkcs11_slot: Option<String>,
+    /// File holding the token's user PIN (or --pkcs11-pin-env). No flag takes the PIN itself.
+    #[arg(long, env = "KUBE_KMS_PKCS11_PIN_FILE", value_name = "FILE")]
+    pub pkcs11_pin_file: Option<String>,
+    /// Name of an environment variable holding the token's user PIN, e.g. KUBE_KMS_PKCS11_PIN.
+    #[arg(long, env = "KUBE_KMS_PKCS11_PIN_ENV", value_name = "NAME")]
+    pub pkcs11_pin_env: Option<String>,
+    /// Label of the PKCS#11 key that wraps new KEKs.
+    #[arg(long, env = "KUBE_KMS_PKCS11_KEY_LABEL", value_name = "LABEL")]
+    pub pkcs11_key_label: Option<String>,
+    /// Labels of earlier PKCS#11 keys, kept to decrypt only, comma-separated.
+    #[arg(
+        long,
+        env = "KUBE_KMS_PKCS11_DECRYPT_ONLY_KEY_LABELS",
+        value_name = "LABEL,..."
+    )]
+    pub pkcs11_decrypt_only_key_labels: Option<String>,
     /// How often the remote key is read for a new version, e.g. 30s, 1m [default: 1m].
     #[arg(long, env = "KUBE_KMS_REFRESH_INTERVAL", value_name = "DURATION")]
     pub refresh_interval: Option<String>,
@@ -73,6 +99,7 @@ struct FileConfig {
     state_dir: Option<Scalar>,
     provider: Option<Scalar>,
     local: Option<LocalFileConfig>,
+    pkcs11: Option<Pkcs11FileConfig>,
     refresh_interval: Option<Scalar>,
     kek_max_encryptions: Option<Scalar>,
     kek_max_age: Option<Scalar>,
@@ -85,6 +112,49 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct LocalFileConfig {
     key_dir: Option<Scalar>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pkcs11FileConfig {
+    module: Option<Scalar>,
+    token_label: Option<Scalar>,
+    slot: Option<Scalar>,
+    pin_file: Option<Scalar>,
+    pin_env: Option<Scalar>,
+    key_label: Option<Scalar>,
+    decrypt_only_key_labels: Option<ScalarList>,
+}
+
+/// A YAML list of scalars, or one string of comma-separated items (as flags and environment
+/// variables give lists), kept as one comma-separated text.
+#[derive(Debug, Clone)]
+struct ScalarList(String);
+
+impl<'de> Deserialize<'de> for ScalarList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ScalarList;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of strings, or one comma-separated string")
+            }
+            fn visit_str<E>(self, value: &str) -> Result<ScalarList, E> {
+                Ok(ScalarList(value.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ScalarList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Scalar(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(ScalarList(items.join(",")))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A YAML scalar of any type, kept as its text so that one validator checks every source.
@@ -127,6 +197,8 @@ pub enum ProviderConfig {
         /// The key ring directory.
         key_dir: PathBuf,
     },
+    /// A key on a PKCS#11 token.
+    Pkcs11(Pkcs11Config),
 }
 
 /// Log output format.
@@ -236,6 +308,33 @@ const SOCKET_MODE: Setting = setting!("socket_mode", "socket-mode", "KUBE_KMS_SO
 const STATE_DIR: Setting = setting!("state_dir", "state-dir", "KUBE_KMS_STATE_DIR");
 const PROVIDER: Setting = setting!("provider", "provider", "KUBE_KMS_PROVIDER");
 const LOCAL_KEY_DIR: Setting = setting!("local.key_dir", "local-key-dir", "KUBE_KMS_LOCAL_KEY_DIR");
+const PKCS11_MODULE: Setting = setting!("pkcs11.module", "pkcs11-module", "KUBE_KMS_PKCS11_MODULE");
+const PKCS11_TOKEN_LABEL: Setting = setting!(
+    "pkcs11.token_label",
+    "pkcs11-token-label",
+    "KUBE_KMS_PKCS11_TOKEN_LABEL"
+);
+const PKCS11_SLOT: Setting = setting!("pkcs11.slot", "pkcs11-slot", "KUBE_KMS_PKCS11_SLOT");
+const PKCS11_PIN_FILE: Setting = setting!(
+    "pkcs11.pin_file",
+    "pkcs11-pin-file",
+    "KUBE_KMS_PKCS11_PIN_FILE"
+);
+const PKCS11_PIN_ENV: Setting = setting!(
+    "pkcs11.pin_env",
+    "pkcs11-pin-env",
+    "KUBE_KMS_PKCS11_PIN_ENV"
+);
+const PKCS11_KEY_LABEL: Setting = setting!(
+    "pkcs11.key_label",
+    "pkcs11-key-label",
+    "KUBE_KMS_PKCS11_KEY_LABEL"
+);
+const PKCS11_DECRYPT_ONLY_KEY_LABELS: Setting = setting!(
+    "pkcs11.decrypt_only_key_labels",
+    "pkcs11-decrypt-only-key-labels",
+    "KUBE_KMS_PKCS11_DECRYPT_ONLY_KEY_LABELS"
+);
 const REFRESH_INTERVAL: Setting = setting!(
     "refresh_interval",
     "refresh-interval",
@@ -351,7 +450,11 @@ impl Config {
                     None => state_dir.join("local-keys"),
                 },
             },
-            Some(other) => return Err(PROVIDER.invalid(other, "\"local\"")),
+            Some("pkcs11") => ProviderConfig::Pkcs11(resolve_pkcs11(
+                args,
+                &file.pkcs11.clone().unwrap_or_default(),
+            )?),
+            Some(other) => return Err(PROVIDER.invalid(other, "\"local\" or \"pkcs11\"")),
         };
         let refresh_interval = match pick(&args.refresh_interval, &file.refresh_interval) {
             Some(value) => parse_duration_in(
@@ -416,6 +519,132 @@ impl Config {
             log_level,
         })
     }
+}
+
+/// The `pkcs11:` settings, checked together: one token selector, one PIN source, valid and
+/// distinct key labels.
+fn resolve_pkcs11(args: &ConfigArgs, file: &Pkcs11FileConfig) -> Result<Pkcs11Config, ConfigError> {
+    let pick = |flag: &Option<String>, file: &Option<Scalar>| {
+        flag.clone()
+            .or_else(|| file.as_ref().map(|scalar| scalar.0.clone()))
+    };
+    let required = |setting: &Setting, what: &str| {
+        setting.invalid("", format!("{what} (required by provider pkcs11)"))
+    };
+    let module = match pick(&args.pkcs11_module, &file.module) {
+        Some(path) if Path::new(&path).is_absolute() => parse_path(&PKCS11_MODULE, &path)?,
+        Some(path) => {
+            return Err(PKCS11_MODULE.invalid(
+                &path,
+                "an absolute path to the module, e.g. /usr/lib/softhsm/libsofthsm2.so",
+            ));
+        }
+        None => {
+            return Err(required(
+                &PKCS11_MODULE,
+                "the PKCS#11 module's absolute path",
+            ));
+        }
+    };
+    let token = match (
+        pick(&args.pkcs11_token_label, &file.token_label),
+        pick(&args.pkcs11_slot, &file.slot),
+    ) {
+        (Some(label), None) if !label.is_empty() && label.len() <= 32 => {
+            TokenSelector::Label(label)
+        }
+        (Some(label), None) => {
+            return Err(PKCS11_TOKEN_LABEL.invalid(&label, "a token label of 1 to 32 bytes"));
+        }
+        (None, Some(slot)) => TokenSelector::Slot(
+            slot.trim()
+                .parse()
+                .map_err(|_| PKCS11_SLOT.invalid(&slot, "a slot id (a whole number)"))?,
+        ),
+        (Some(label), Some(_)) => {
+            return Err(
+                PKCS11_TOKEN_LABEL.invalid(&label, "either a token label or pkcs11.slot, not both")
+            );
+        }
+        (None, None) => {
+            return Err(required(
+                &PKCS11_TOKEN_LABEL,
+                "a token label, or pkcs11.slot",
+            ));
+        }
+    };
+    let pin = match (
+        pick(&args.pkcs11_pin_file, &file.pin_file),
+        pick(&args.pkcs11_pin_env, &file.pin_env),
+    ) {
+        (Some(path), None) => PinSource::File(parse_path(&PKCS11_PIN_FILE, &path)?),
+        (None, Some(name)) => {
+            let valid = name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                // The value is not echoed: someone may have put the PIN itself here.
+                return Err(PKCS11_PIN_ENV.invalid(
+                    "(not shown)",
+                    "the NAME of an environment variable that holds the PIN \
+                     ([A-Za-z_][A-Za-z0-9_]*), never the PIN itself",
+                ));
+            }
+            PinSource::Env(name)
+        }
+        (Some(path), Some(_)) => {
+            return Err(
+                PKCS11_PIN_FILE.invalid(&path, "either a PIN file or pkcs11.pin_env, not both")
+            );
+        }
+        (None, None) => return Err(required(&PKCS11_PIN_FILE, "a PIN file, or pkcs11.pin_env")),
+    };
+    let label_rule = "printable ASCII without spaces, 1 to 128 bytes";
+    let key_label = match pick(&args.pkcs11_key_label, &file.key_label) {
+        Some(label) if is_valid_key_label(&label) => label,
+        Some(label) => return Err(PKCS11_KEY_LABEL.invalid(&label, label_rule)),
+        None => {
+            return Err(required(
+                &PKCS11_KEY_LABEL,
+                "the label of the key that wraps new KEKs",
+            ));
+        }
+    };
+    let listed = args
+        .pkcs11_decrypt_only_key_labels
+        .clone()
+        .or_else(|| {
+            file.decrypt_only_key_labels
+                .as_ref()
+                .map(|list| list.0.clone())
+        })
+        .unwrap_or_default();
+    let mut decrypt_only_key_labels: Vec<String> = Vec::new();
+    for label in listed
+        .split(',')
+        .map(str::trim)
+        .filter(|label| !label.is_empty())
+    {
+        if !is_valid_key_label(label) {
+            return Err(PKCS11_DECRYPT_ONLY_KEY_LABELS.invalid(label, label_rule));
+        }
+        if label == key_label || decrypt_only_key_labels.iter().any(|seen| seen == label) {
+            return Err(PKCS11_DECRYPT_ONLY_KEY_LABELS.invalid(
+                label,
+                "labels that appear once and differ from pkcs11.key_label",
+            ));
+        }
+        decrypt_only_key_labels.push(label.to_owned());
+    }
+    Ok(Pkcs11Config {
+        module,
+        token,
+        pin,
+        key_label,
+        decrypt_only_key_labels,
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -664,5 +893,117 @@ mod tests {
         };
         let error = Config::load(&args, &env()).unwrap_err().to_string();
         assert!(error.contains("/nonexistent/kube-kms.yaml"), "{error}");
+    }
+
+    const PKCS11_YAML: &str = "provider: pkcs11\npkcs11:\n  \
+        module: /usr/lib/softhsm/libsofthsm2.so\n  token_label: kube-kms\n  \
+        pin_file: /etc/kube-kms/pin\n  key_label: kek-2\n  \
+        decrypt_only_key_labels: [kek-1, kek-0]\n";
+
+    #[test]
+    fn pkcs11_settings_come_from_the_file_flags_and_environment() {
+        let config = Config::from_yaml(PKCS11_YAML, &ConfigArgs::default(), &env()).unwrap();
+        let expected = Pkcs11Config {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token: TokenSelector::Label("kube-kms".into()),
+            pin: PinSource::File("/etc/kube-kms/pin".into()),
+            key_label: "kek-2".into(),
+            decrypt_only_key_labels: vec!["kek-1".into(), "kek-0".into()],
+        };
+        assert_eq!(config.provider, ProviderConfig::Pkcs11(expected.clone()));
+
+        // Rotation by flags: a new current label, the old ones decrypt-only; the PIN from a
+        // variable whose name is given; the token by slot.
+        let yaml = PKCS11_YAML
+            .replace("  pin_file: /etc/kube-kms/pin\n", "")
+            .replace("  token_label: kube-kms\n", "");
+        let args = ConfigArgs {
+            pkcs11_key_label: Some("kek-3".into()),
+            pkcs11_decrypt_only_key_labels: Some("kek-2, kek-1".into()),
+            pkcs11_pin_env: Some("KUBE_KMS_PKCS11_PIN".into()),
+            pkcs11_slot: Some("7".into()),
+            ..Default::default()
+        };
+        let config = Config::from_yaml(&yaml, &args, &env()).unwrap();
+        assert_eq!(
+            config.provider,
+            ProviderConfig::Pkcs11(Pkcs11Config {
+                token: TokenSelector::Slot(7),
+                pin: PinSource::Env("KUBE_KMS_PKCS11_PIN".into()),
+                key_label: "kek-3".into(),
+                decrypt_only_key_labels: vec!["kek-2".into(), "kek-1".into()],
+                ..expected
+            })
+        );
+    }
+
+    #[test]
+    fn every_bad_pkcs11_value_names_its_setting() {
+        let without = |line: &str| PKCS11_YAML.replace(line, "");
+        let with = |from: &str, to: &str| PKCS11_YAML.replace(from, to);
+        let cases = [
+            (
+                without("  module: /usr/lib/softhsm/libsofthsm2.so\n"),
+                "pkcs11.module (--pkcs11-module / KUBE_KMS_PKCS11_MODULE)",
+            ),
+            (
+                with("/usr/lib/softhsm/libsofthsm2.so", "libsofthsm2.so"),
+                "an absolute path",
+            ),
+            (without("  token_label: kube-kms\n"), "pkcs11.token_label"),
+            (
+                with("token_label: kube-kms", "token_label: kube-kms\n  slot: 1"),
+                "not both",
+            ),
+            (
+                with(
+                    "token_label: kube-kms",
+                    &format!("token_label: {}", "t".repeat(33)),
+                ),
+                "1 to 32 bytes",
+            ),
+            (with("token_label: kube-kms", "slot: first"), "pkcs11.slot"),
+            (
+                without("  pin_file: /etc/kube-kms/pin\n"),
+                "pkcs11.pin_file",
+            ),
+            (
+                with(
+                    "pin_file: /etc/kube-kms/pin",
+                    "pin_file: /p\n  pin_env: PIN",
+                ),
+                "not both",
+            ),
+            (
+                with("key_label: kek-2", "key_label: kek two"),
+                "pkcs11.key_label",
+            ),
+            (without("  key_label: kek-2\n"), "pkcs11.key_label"),
+            (
+                with("[kek-1, kek-0]", "[kek-1, kek-2]"),
+                "differ from pkcs11.key_label",
+            ),
+            (with("[kek-1, kek-0]", "[kek-1, kek-1]"), "appear once"),
+            (
+                with("provider: pkcs11", "provider: hsm"),
+                "\"local\" or \"pkcs11\"",
+            ),
+            (
+                with("key_label: kek-2", "key_label: kek-2\n  pin: 1234"),
+                "pin",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let error = error_of(&yaml, &ConfigArgs::default());
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_pin_given_where_a_variable_name_belongs_is_not_echoed() {
+        let yaml = PKCS11_YAML.replace("pin_file: /etc/kube-kms/pin", "pin_env: \"123456\"");
+        let error = error_of(&yaml, &ConfigArgs::default());
+        assert!(error.contains("pkcs11.pin_env"), "{error}");
+        assert!(!error.contains("123456"), "{error}");
     }
 }

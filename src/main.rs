@@ -14,6 +14,7 @@ use kube_kms::config::{Config, ConfigArgs, DefaultsEnv, LogFormat, ProviderConfi
 use kube_kms::envelope::Envelope;
 use kube_kms::provider::KeyProvider;
 use kube_kms::provider::local::{self, LocalKeyRing};
+use kube_kms::provider::pkcs11::{self, NewKeyType, Pkcs11Config, Pkcs11Provider};
 use kube_kms::server::{self, refresher, socket};
 
 /// kube-kms: a KMS v2 plugin for kube-apiserver.
@@ -58,12 +59,33 @@ enum KeysAction {
     Rotate(ConfigArgs),
     /// List key versions and their key_ids, oldest first.
     List(ConfigArgs),
+    /// Create the key named by pkcs11.key_label on the PKCS#11 token (pkcs11 provider only).
+    Create {
+        /// The kind of key.
+        #[arg(long, value_enum, default_value = "aes256")]
+        key_type: KeyTypeArg,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// The kinds of key `keys create` makes on a PKCS#11 token.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KeyTypeArg {
+    /// AES-256 (wraps with CKM_AES_KEY_WRAP_PAD, or AES-GCM).
+    Aes256,
+    /// RSA-2048 (wraps with CKM_RSA_PKCS_OAEP).
+    Rsa2048,
+    /// RSA-3072.
+    Rsa3072,
+    /// RSA-4096.
+    Rsa4096,
 }
 
 impl KeysAction {
     fn config_args(&self) -> &ConfigArgs {
         match self {
-            Self::Rotate(args) | Self::List(args) => args,
+            Self::Rotate(args) | Self::List(args) | Self::Create { config: args, .. } => args,
         }
     }
 }
@@ -119,8 +141,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keys { action } => {
             let config = Config::load(action.config_args(), &env)?;
-            let ProviderConfig::Local { key_dir } = &config.provider;
+            let key_dir = match &config.provider {
+                ProviderConfig::Local { key_dir } => key_dir,
+                ProviderConfig::Pkcs11(pkcs11) => return pkcs11_keys(&action, pkcs11).await,
+            };
             match action {
+                KeysAction::Create { .. } => {
+                    bail!(
+                        "`keys create` is for the pkcs11 provider; the local key ring uses \
+                         `keys rotate`"
+                    )
+                }
                 KeysAction::Rotate(_) => {
                     let entry = LocalKeyRing::rotate(key_dir)?;
                     println!("created version {} key_id {}", entry.version, entry.key_id);
@@ -147,6 +178,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `kube-kms keys` with the pkcs11 provider.
+async fn pkcs11_keys(action: &KeysAction, config: &Pkcs11Config) -> anyhow::Result<ExitCode> {
+    match action {
+        KeysAction::Create { key_type, .. } => {
+            let kind = match key_type {
+                KeyTypeArg::Aes256 => NewKeyType::Aes256,
+                KeyTypeArg::Rsa2048 => NewKeyType::Rsa(2048),
+                KeyTypeArg::Rsa3072 => NewKeyType::Rsa(3072),
+                KeyTypeArg::Rsa4096 => NewKeyType::Rsa(4096),
+            };
+            let key = pkcs11::create_key(config, kind).await?;
+            println!(
+                "created {:?} on {}: {}\nkey_id {}",
+                key.label,
+                config.token,
+                key.detail,
+                key.key_id.as_deref().unwrap_or("-")
+            );
+        }
+        KeysAction::List(_) => {
+            println!("{:<24} {:<12} {:<64} key", "label", "role", "key_id");
+            for key in pkcs11::list_keys(config).await? {
+                let role = if key.current {
+                    "current"
+                } else {
+                    "decrypt-only"
+                };
+                let key_id = key.key_id.as_deref().unwrap_or("-");
+                println!("{:<24} {role:<12} {key_id:<64} {}", key.label, key.detail);
+            }
+        }
+        KeysAction::Rotate(_) => bail!(
+            "a PKCS#11 key is rotated by configuration: set pkcs11.key_label to a new label, \
+             run `kube-kms keys create`, move the old label to \
+             pkcs11.decrypt_only_key_labels, and restart the plugin (docs/pkcs11.md)"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let provider: Arc<dyn KeyProvider> = match &config.provider {
         ProviderConfig::Local { key_dir } => {
@@ -157,6 +228,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             );
             Arc::new(LocalKeyRing::open_or_create(key_dir)?)
         }
+        ProviderConfig::Pkcs11(pkcs11) => Arc::new(
+            Pkcs11Provider::open(pkcs11.clone())
+                .await
+                .with_context(|| format!("cannot use PKCS#11 key {:?}", pkcs11.key_label))?,
+        ),
     };
     let envelope = Arc::new(
         Envelope::start(provider, config.rotation, config.cache_size)

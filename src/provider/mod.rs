@@ -7,6 +7,7 @@
 //! attacker input read from etcd, and a provider resolves it only within its own configuration.
 
 pub mod local;
+pub mod pkcs11;
 
 use std::sync::Arc;
 
