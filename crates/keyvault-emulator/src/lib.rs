@@ -1,12 +1,644 @@
-//! Key Vault emulator (work in progress).
+//! An Azure Key Vault / Managed HSM emulator that speaks the real REST protocol over HTTPS,
+//! with the Entra ID token endpoint, OpenID metadata and the managed identity endpoints (IMDS
+//! and App Service) that the official SDKs call — for kube-kms's tests and local demos.
+//!
+//! Start one with [`Emulator::start`]; point an SDK at [`RunningEmulator::vault_url`], trust
+//! [`RunningEmulator::ca_pem_path`], register an identity, create keys, inject faults and read
+//! call counters through [`RunningEmulator`] (or the admin HTTP API under `/_emulator/`, see
+//! README.md). It never logs key material, tokens or secrets.
+
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod b64;
+pub mod bundle;
 pub mod certs;
 pub mod crypto;
+pub mod entra;
 pub mod error;
 pub mod faults;
+pub mod http;
 pub mod identity;
 pub mod jwt;
+pub mod keys_api;
+pub mod managed_identity;
 pub mod model;
+pub mod router;
+pub mod server;
+pub mod state;
 pub mod store;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+pub use certs::{ClientCertificate, TlsSource};
+pub use error::{EmulatorError, ServiceError};
+pub use faults::{Fault, FaultRule, OpCounts, ThrottleLimits};
+pub use identity::{FederatedCredential, IdentityInfo, IdentitySpec, ManagedKind};
+pub use model::{KeyOp, KeyType, Operation, Permission, VaultKind};
+pub use state::{KeyInfo, KeySpec, KeyUpdate};
+
+use router::Listener;
+use state::{Config, Shared};
+
+/// How to start an emulator. `Options::default()` is a Key Vault on 127.0.0.1 with a
+/// generated CA, a random tenant and a plain-HTTP identity listener.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Key Vault or Managed HSM.
+    pub kind: VaultKind,
+    /// Address of the HTTPS listener (port 0: any free port).
+    pub bind: SocketAddr,
+    /// Address of the plain-HTTP managed identity listener; `None` for none.
+    pub identity_bind: Option<SocketAddr>,
+    /// The server certificate.
+    pub tls: TlsSource,
+    /// Extra DNS names / IPs for a generated server certificate.
+    pub extra_names: Vec<String>,
+    /// Where to write `ca.pem`; a private temporary directory when `None`.
+    pub state_dir: Option<PathBuf>,
+    /// The tenant id; a random GUID when `None`.
+    pub tenant_id: Option<String>,
+    /// The token audience the vault accepts; the public cloud's by default.
+    pub resource: Option<String>,
+    /// The authority named in the challenge.
+    pub challenge_authority: String,
+    /// Lifetime of issued tokens.
+    pub token_lifetime: Duration,
+    /// Default page size of list operations (the service's is 25).
+    pub page_size: usize,
+    /// Soft-delete retention in days.
+    pub retention_days: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Self {
+            kind: VaultKind::KeyVault,
+            bind: SocketAddr::new(loopback, 0),
+            identity_bind: Some(SocketAddr::new(loopback, 0)),
+            tls: TlsSource::Generate,
+            extra_names: Vec::new(),
+            state_dir: None,
+            tenant_id: None,
+            resource: None,
+            challenge_authority: "https://login.microsoftonline.com".to_owned(),
+            token_lifetime: Duration::from_secs(3600),
+            page_size: 25,
+            retention_days: 90,
+        }
+    }
+}
+
+impl Options {
+    /// A Key Vault with defaults.
+    pub fn key_vault() -> Self {
+        Self::default()
+    }
+
+    /// A Managed HSM with defaults.
+    pub fn managed_hsm() -> Self {
+        Self {
+            kind: VaultKind::ManagedHsm,
+            ..Self::default()
+        }
+    }
+}
+
+/// Starts emulators.
+#[derive(Debug)]
+pub struct Emulator;
+
+impl Emulator {
+    /// Binds the listeners, writes `ca.pem` and starts serving on the current tokio runtime.
+    pub async fn start(options: Options) -> Result<RunningEmulator, EmulatorError> {
+        let tls = certs::ServerTls::new(&options.tls, &options.extra_names)?;
+        let (state_dir, temp_dir) = match &options.state_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("keyvault-emulator-")
+                    .tempdir()
+                    .map_err(|source| EmulatorError::Io {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                (temp.path().to_owned(), Some(temp))
+            }
+        };
+        std::fs::create_dir_all(&state_dir).map_err(|source| EmulatorError::Io {
+            path: state_dir.clone(),
+            source,
+        })?;
+        let ca_pem_path = state_dir.join("ca.pem");
+        std::fs::write(&ca_pem_path, &tls.ca_pem).map_err(|source| EmulatorError::Io {
+            path: ca_pem_path.clone(),
+            source,
+        })?;
+
+        let https =
+            TcpListener::bind(options.bind)
+                .await
+                .map_err(|source| EmulatorError::Bind {
+                    addr: options.bind,
+                    source,
+                })?;
+        let addr = local_addr(&https, options.bind)?;
+        let identity = match options.identity_bind {
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)
+                    .await
+                    .map_err(|source| EmulatorError::Bind { addr: bind, source })?;
+                let addr = local_addr(&listener, bind)?;
+                Some((listener, addr))
+            }
+            None => None,
+        };
+
+        let host_name = if addr.ip().is_loopback() {
+            "localhost".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        let mut identity_header = [0u8; 16];
+        crypto::fill_random(&mut identity_header).map_err(|e| EmulatorError::Tls(e.to_string()))?;
+        let config = Config {
+            kind: options.kind,
+            tenant_id: options.tenant_id.clone().unwrap_or_else(identity::new_guid),
+            resource: options
+                .resource
+                .clone()
+                .unwrap_or_else(|| options.kind.default_resource().to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            challenge_authority: options.challenge_authority.clone(),
+            token_lifetime: options.token_lifetime,
+            page_size: options.page_size.clamp(1, 25),
+            retention_days: options.retention_days,
+            identity_header: hex::encode(identity_header),
+            default_host: format!("{host_name}:{}", addr.port()),
+            ca_pem_path: ca_pem_path.clone(),
+            imds_url: identity
+                .as_ref()
+                .map(|(_, a)| format!("http://{}:{}", a.ip(), a.port())),
+        };
+        let shared = Arc::new(Shared::new(config));
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(server::serve(
+            https,
+            Some(TlsAcceptor::from(tls.config)),
+            Arc::clone(&shared),
+            Listener::Https,
+            stopped.clone(),
+        ))];
+        if let Some((listener, _)) = identity {
+            tasks.push(tokio::spawn(server::serve(
+                listener,
+                None,
+                Arc::clone(&shared),
+                Listener::PlainIdentity,
+                stopped,
+            )));
+        }
+        tracing::info!(vault = %format!("https://{}/", shared.config.default_host), kind = ?options.kind, "keyvault-emulator listening");
+        Ok(RunningEmulator {
+            shared,
+            addr,
+            ca_pem: tls.ca_pem,
+            ca_pem_path,
+            stop,
+            tasks,
+            _temp_dir: temp_dir,
+        })
+    }
+}
+
+fn local_addr(listener: &TcpListener, bind: SocketAddr) -> Result<SocketAddr, EmulatorError> {
+    listener
+        .local_addr()
+        .map_err(|source| EmulatorError::Bind { addr: bind, source })
+}
+
+/// A running emulator. Dropping it stops the listeners.
+pub struct RunningEmulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    ca_pem: String,
+    ca_pem_path: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for RunningEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningEmulator")
+            .field("vault_url", &self.vault_url())
+            .field("kind", &self.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl RunningEmulator {
+    // ----- where it is -----
+
+    /// Key Vault or Managed HSM.
+    pub fn kind(&self) -> VaultKind {
+        self.shared.config.kind
+    }
+
+    /// The HTTPS listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `localhost:{port}` — the host in kids this emulator builds for the Rust API.
+    pub fn vault_host(&self) -> &str {
+        &self.shared.config.default_host
+    }
+
+    /// `https://localhost:{port}/` — the vault URL for the SDKs.
+    pub fn vault_url(&self) -> String {
+        format!("https://{}/", self.vault_host())
+    }
+
+    /// The CA certificate (PEM) that issued the server certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The file holding [`RunningEmulator::ca_pem`] (SSL_CERT_FILE / REQUESTS_CA_BUNDLE).
+    pub fn ca_pem_path(&self) -> &Path {
+        &self.ca_pem_path
+    }
+
+    /// The emulated tenant id.
+    pub fn tenant_id(&self) -> &str {
+        &self.shared.config.tenant_id
+    }
+
+    /// The token resource the vault accepts (`https://vault.azure.net` by default).
+    pub fn resource(&self) -> &str {
+        &self.shared.config.resource
+    }
+
+    /// The scope SDKs request: `{resource}/.default`.
+    pub fn scope(&self) -> String {
+        format!("{}/.default", self.resource())
+    }
+
+    /// The Entra authority host, `https://localhost:{port}` (AZURE_AUTHORITY_HOST); the
+    /// tenant goes after it.
+    pub fn authority_url(&self) -> String {
+        format!("https://{}", self.vault_host())
+    }
+
+    /// `{authority}/{tenant}/oauth2/v2.0/token`.
+    pub fn token_url(&self) -> String {
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.authority_url(),
+            self.tenant_id()
+        )
+    }
+
+    /// The plain-HTTP IMDS base URL (`AZURE_POD_IDENTITY_AUTHORITY_HOST`), if that listener
+    /// runs. The same path is served over HTTPS at [`RunningEmulator::authority_url`] too.
+    pub fn imds_url(&self) -> Option<String> {
+        self.shared.config.imds_url.clone()
+    }
+
+    /// The App Service `IDENTITY_ENDPOINT` (plain HTTP when that listener runs, else HTTPS).
+    pub fn identity_endpoint(&self) -> String {
+        match &self.shared.config.imds_url {
+            Some(url) => format!("{url}/msi/token"),
+            None => format!("{}/msi/token", self.authority_url()),
+        }
+    }
+
+    /// The App Service `IDENTITY_HEADER` value. A test credential, not a production secret.
+    pub fn identity_header(&self) -> &str {
+        &self.shared.config.identity_header
+    }
+
+    /// Stops serving and waits for the listeners to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+
+    // ----- keys -----
+
+    /// Creates a key (or a new version of an existing name).
+    pub async fn create_key(&self, name: &str, spec: KeySpec) -> Result<KeyInfo, EmulatorError> {
+        let version = self.shared.create_key(name, &spec).await?;
+        Ok(KeyInfo::of(&version, self.vault_host()))
+    }
+
+    /// Rotates a key: a new version like the latest one.
+    pub async fn rotate_key(&self, name: &str) -> Result<KeyInfo, EmulatorError> {
+        let version = self.shared.rotate_key(name).await?;
+        Ok(KeyInfo::of(&version, self.vault_host()))
+    }
+
+    /// A key version (`None`: the latest).
+    pub fn key(&self, name: &str, version: Option<&str>) -> Result<KeyInfo, EmulatorError> {
+        let store = self.shared.store();
+        Ok(KeyInfo::of(store.get(name, version)?, self.vault_host()))
+    }
+
+    /// Every version of a key, oldest first.
+    pub fn key_versions(&self, name: &str) -> Result<Vec<KeyInfo>, EmulatorError> {
+        let store = self.shared.store();
+        Ok(store
+            .versions(name)?
+            .iter()
+            .map(|v| KeyInfo::of(v, self.vault_host()))
+            .collect())
+    }
+
+    /// Changes a version's attributes (`None`: the latest).
+    pub fn update_key(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        update: KeyUpdate,
+    ) -> Result<KeyInfo, EmulatorError> {
+        let version = self.shared.update_key(name, version, &update)?;
+        Ok(KeyInfo::of(&version, self.vault_host()))
+    }
+
+    /// Enables a version (`None`: the latest).
+    pub fn enable_key(&self, name: &str, version: Option<&str>) -> Result<KeyInfo, EmulatorError> {
+        self.set_enabled(name, version, true)
+    }
+
+    /// Disables a version (`None`: the latest): unwrap/decrypt then answer 403 KeyDisabled.
+    pub fn disable_key(&self, name: &str, version: Option<&str>) -> Result<KeyInfo, EmulatorError> {
+        self.set_enabled(name, version, false)
+    }
+
+    fn set_enabled(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        enabled: bool,
+    ) -> Result<KeyInfo, EmulatorError> {
+        self.update_key(
+            name,
+            version,
+            KeyUpdate {
+                enabled: Some(enabled),
+                ..KeyUpdate::default()
+            },
+        )
+    }
+
+    /// Sets not-before / expiry (unix seconds; `None` clears) of a version.
+    pub fn set_key_validity(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        nbf: Option<i64>,
+        exp: Option<i64>,
+    ) -> Result<KeyInfo, EmulatorError> {
+        self.update_key(
+            name,
+            version,
+            KeyUpdate {
+                nbf: Some(nbf),
+                exp: Some(exp),
+                ..KeyUpdate::default()
+            },
+        )
+    }
+
+    /// Soft-deletes a key.
+    pub fn delete_key(&self, name: &str) -> Result<(), EmulatorError> {
+        let days = self.shared.config.retention_days;
+        self.shared.store().delete(name, state::now_secs(), days)?;
+        Ok(())
+    }
+
+    /// Recovers a soft-deleted key.
+    pub fn recover_key(&self, name: &str) -> Result<KeyInfo, EmulatorError> {
+        let version = self.shared.store().recover(name)?;
+        Ok(KeyInfo::of(&version, self.vault_host()))
+    }
+
+    /// Purges a soft-deleted key.
+    pub fn purge_key(&self, name: &str) -> Result<(), EmulatorError> {
+        Ok(self.shared.store().purge(name)?)
+    }
+
+    /// Unwraps (or decrypts, for AES-GCM use the REST API) `wrapped` with a key version, as the
+    /// service would but without HTTP, permissions or faults — to check what a client wrapped.
+    /// Returns the plaintext key; a test helper, not a production path.
+    pub fn unwrap_locally(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        alg: &str,
+        wrapped: &[u8],
+    ) -> Result<Vec<u8>, EmulatorError> {
+        let key = self.shared.store().get(name, version)?.clone();
+        let alg = crypto::Algorithm::parse(alg)
+            .ok_or_else(|| EmulatorError::InvalidRequest(format!("unknown algorithm {alg}")))?;
+        let plain = key
+            .material
+            .open(
+                alg,
+                key.kty,
+                crypto::Usage::KeyWrap,
+                wrapped,
+                &crypto::OpenParams::default(),
+            )
+            .map_err(|e| EmulatorError::Service(e.into()))?;
+        Ok(plain.to_vec())
+    }
+
+    // ----- identities -----
+
+    /// Registers an identity (client secret, certificate, federated and/or managed).
+    pub fn register_identity(&self, spec: IdentitySpec) -> Result<IdentityInfo, EmulatorError> {
+        self.shared.directory().register(spec)
+    }
+
+    /// Registers an application with a client secret and all key permissions.
+    pub fn register_client_secret(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<IdentityInfo, EmulatorError> {
+        self.register_identity(IdentitySpec {
+            client_id: Some(client_id.to_owned()),
+            client_secret: Some(secret.to_owned()),
+            ..IdentitySpec::default()
+        })
+    }
+
+    /// Registers an application with a client certificate (PEM) and all key permissions.
+    pub fn register_client_certificate(
+        &self,
+        client_id: &str,
+        certificate_pem: &str,
+    ) -> Result<IdentityInfo, EmulatorError> {
+        self.register_identity(IdentitySpec {
+            client_id: Some(client_id.to_owned()),
+            certificate_pem: Some(certificate_pem.to_owned()),
+            ..IdentitySpec::default()
+        })
+    }
+
+    /// Registers an application with a federated credential (workload identity).
+    pub fn register_federated_identity(
+        &self,
+        client_id: &str,
+        credential: FederatedCredential,
+    ) -> Result<IdentityInfo, EmulatorError> {
+        self.register_identity(IdentitySpec {
+            client_id: Some(client_id.to_owned()),
+            federated: Some(credential),
+            ..IdentitySpec::default()
+        })
+    }
+
+    /// Registers a managed identity (system-assigned, or user-assigned with ids).
+    pub fn register_managed_identity(
+        &self,
+        kind: ManagedKind,
+        client_id: Option<&str>,
+        resource_id: Option<&str>,
+    ) -> Result<IdentityInfo, EmulatorError> {
+        self.register_identity(IdentitySpec {
+            client_id: client_id.map(str::to_owned),
+            managed: Some(kind),
+            resource_id: resource_id.map(str::to_owned),
+            ..IdentitySpec::default()
+        })
+    }
+
+    /// Adds a client secret to an identity.
+    pub fn add_client_secret(&self, client_id: &str, secret: &str) -> Result<(), EmulatorError> {
+        self.shared
+            .directory()
+            .add_secret(client_id, secret.to_owned())
+    }
+
+    /// Adds a client certificate to an identity.
+    pub fn add_client_certificate(&self, client_id: &str, pem: &str) -> Result<(), EmulatorError> {
+        self.shared.directory().add_certificate(client_id, pem)
+    }
+
+    /// Adds a federated credential to an identity.
+    pub fn add_federated_credential(
+        &self,
+        client_id: &str,
+        credential: FederatedCredential,
+    ) -> Result<(), EmulatorError> {
+        self.shared.directory().add_federated(client_id, credential)
+    }
+
+    /// An external token the identity's first federated credential accepts (write it to
+    /// `AZURE_FEDERATED_TOKEN_FILE`).
+    pub fn federated_token(
+        &self,
+        client_id: &str,
+        lifetime: Duration,
+    ) -> Result<String, EmulatorError> {
+        let seconds = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2);
+        self.shared.federated_token(client_id, seconds)
+    }
+
+    /// Replaces an identity's key permissions.
+    pub fn set_permissions(
+        &self,
+        client_id: &str,
+        permissions: &[Permission],
+    ) -> Result<IdentityInfo, EmulatorError> {
+        self.shared
+            .directory()
+            .set_permissions(client_id, permissions)
+    }
+
+    /// Grants key permissions.
+    pub fn grant(
+        &self,
+        client_id: &str,
+        permissions: &[Permission],
+    ) -> Result<IdentityInfo, EmulatorError> {
+        self.shared.directory().grant(client_id, permissions)
+    }
+
+    /// Revokes key permissions (e.g. `unwrapKey`): calls then answer 403 Forbidden.
+    pub fn revoke(
+        &self,
+        client_id: &str,
+        permissions: &[Permission],
+    ) -> Result<IdentityInfo, EmulatorError> {
+        self.shared.directory().revoke(client_id, permissions)
+    }
+
+    /// Forgets every issued token: the next vault call answers 401 and clients re-authenticate.
+    pub fn revoke_tokens(&self) {
+        self.shared.directory().revoke_tokens();
+    }
+
+    // ----- faults and counters -----
+
+    /// Adds a fault rule.
+    pub fn inject(&self, rule: FaultRule) {
+        self.shared.faults().add(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.shared.faults().clear();
+    }
+
+    /// Enforces per-window budgets (`Some(ThrottleLimits::azure())` for the real ones) or
+    /// stops enforcing them.
+    pub fn set_throttle(&self, limits: Option<ThrottleLimits>) {
+        self.shared.faults().set_limits(limits);
+    }
+
+    /// The counts of one operation.
+    pub fn counts(&self, operation: Operation) -> OpCounts {
+        self.shared.faults().counts(operation)
+    }
+
+    /// How many requests an operation received (including challenged and faulted ones).
+    pub fn calls(&self, operation: Operation) -> u64 {
+        self.counts(operation).requests
+    }
+
+    /// Every operation's counts.
+    pub fn all_counts(&self) -> BTreeMap<Operation, OpCounts> {
+        self.shared.faults().all_counts()
+    }
+
+    /// Zeroes the counters.
+    pub fn reset_counts(&self) {
+        self.shared.faults().reset_counts();
+    }
+}
