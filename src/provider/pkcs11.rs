@@ -258,15 +258,21 @@ impl Pkcs11Provider {
     /// Loads the module, finds the token, logs in and resolves the configured keys. Fails when
     /// the current key cannot wrap; a missing decrypt-only key is only logged.
     pub async fn open(config: Pkcs11Config) -> Result<Self, ProviderError> {
-        let provider = Self {
+        let provider = Self::new(config);
+        provider.refresh().await?;
+        Ok(provider)
+    }
+
+    /// A provider that has not reached the token yet: the first `refresh` (or wrap, or unwrap)
+    /// loads the module and logs in. [`Pkcs11Provider::open`] is what the plugin uses.
+    pub fn new(config: Pkcs11Config) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 token: Token::new(&config),
                 config,
                 status: Mutex::new(Status::default()),
             }),
-        };
-        provider.refresh().await?;
-        Ok(provider)
+        }
     }
 
     /// The configuration this provider was opened with.
