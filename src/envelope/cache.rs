@@ -1,7 +1,9 @@
 //! The cache of unwrapped local KEKs, and single-flight unwrap.
 //!
-//! Decrypt looks a KEK up by a digest of its wrapped form and key version. On a miss, exactly one
-//! provider unwrap runs per distinct wrapped KEK no matter how many Decrypts wait for it; the
+//! Decrypt looks a KEK up by its wrapped form, compared byte for byte, and uses the entry only
+//! if its key version matches too: no digest is computed on a hit, which is every steady-state
+//! Decrypt. On a miss, exactly one provider unwrap runs per distinct (version, wrapped KEK) —
+//! named by its [`CacheKey`] while in flight — no matter how many Decrypts wait for it; the
 //! unwrap runs in its own task, so a caller that gives up does not cancel it for the others.
 //! The cache is a bounded LRU; an evicted KEK is zeroized when its last user finishes.
 
@@ -18,7 +20,8 @@ use tokio::sync::watch;
 use super::kek::Kek;
 use crate::provider::ProviderError;
 
-/// SHA-256 of a key version and a wrapped KEK: the name of one local KEK.
+/// SHA-256 of a key version and a wrapped KEK: the name of one local KEK while it is being
+/// unwrapped (single-flight), computed only on a cache miss.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CacheKey([u8; 32]);
 
@@ -41,8 +44,14 @@ impl std::fmt::Debug for CacheKey {
 
 type UnwrapResult = Result<Arc<Kek>, ProviderError>;
 
+struct Entry {
+    version: Box<str>,
+    kek: Arc<Kek>,
+}
+
 struct State {
-    entries: LruCache<CacheKey, Arc<Kek>>,
+    /// Keyed by the wrapped KEK; an entry serves only requests naming the same version.
+    entries: LruCache<Box<[u8]>, Entry>,
     in_flight: HashMap<CacheKey, watch::Receiver<Option<UnwrapResult>>>,
 }
 
@@ -84,11 +93,14 @@ impl KekCache {
     }
 
     /// Adds a KEK this process made itself, so Decrypt of fresh ciphertext never unwraps.
-    pub fn insert(&self, key: CacheKey, kek: Arc<Kek>) {
-        let evicted = lock(&self.state).entries.push(key, kek);
-        if evicted.is_some_and(|(evicted_key, _)| evicted_key != key) {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn insert(&self, version: &str, wrapped: &[u8], kek: Arc<Kek>) {
+        push(
+            &mut lock(&self.state),
+            version,
+            wrapped,
+            kek,
+            &self.evictions,
+        );
     }
 
     /// Drops every cached KEK (revocation). In-flight unwraps finish but are not cached.
@@ -98,26 +110,35 @@ impl KekCache {
         state.in_flight.clear();
     }
 
-    /// Returns the KEK for `key`, from the cache or by running `unwrap` — once, however many
-    /// callers miss on `key` at the same time.
-    pub async fn get_or_unwrap<F, Fut>(&self, key: CacheKey, unwrap: F) -> UnwrapResult
+    /// Returns the KEK for `wrapped` under `version`, from the cache or by running `unwrap` —
+    /// once, however many callers miss on the same pair at the same time.
+    pub async fn get_or_unwrap<F, Fut>(
+        &self,
+        version: &str,
+        wrapped: &[u8],
+        unwrap: F,
+    ) -> UnwrapResult
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = UnwrapResult> + Send + 'static,
     {
         let mut receiver = {
             let mut state = lock(&self.state);
-            if let Some(kek) = state.entries.get(&key) {
+            if let Some(entry) = state.entries.get(wrapped)
+                && *entry.version == *version
+            {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(kek.clone());
+                return Ok(Arc::clone(&entry.kek));
             }
             self.misses.fetch_add(1, Ordering::Relaxed);
+            let key = CacheKey::new(version, wrapped);
             match state.in_flight.get(&key) {
                 Some(receiver) => receiver.clone(),
                 None => {
                     let (sender, receiver) = watch::channel(None);
                     state.in_flight.insert(key, receiver.clone());
-                    self.spawn_unwrap(key, unwrap(), sender);
+                    let name = (key, version.into(), wrapped.into());
+                    self.spawn_unwrap(name, unwrap(), sender);
                     receiver
                 }
             }
@@ -135,7 +156,7 @@ impl KekCache {
 
     fn spawn_unwrap<Fut>(
         &self,
-        key: CacheKey,
+        (key, version, wrapped): (CacheKey, Box<str>, Box<[u8]>),
         unwrap: Fut,
         sender: watch::Sender<Option<UnwrapResult>>,
     ) where
@@ -156,10 +177,8 @@ impl KekCache {
                     .is_some_and(|receiver| receiver.same_channel(&sender.subscribe()));
                 if still_wanted {
                     state.in_flight.remove(&key);
-                    if let Ok(kek) = &result
-                        && state.entries.push(key, Arc::clone(kek)).is_some()
-                    {
-                        evictions.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(kek) = &result {
+                        push(&mut state, &version, &wrapped, Arc::clone(kek), &evictions);
                     }
                 }
             }
@@ -185,6 +204,19 @@ impl KekCache {
     /// Whether no KEK is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Caches `kek` as the KEK of `wrapped` under `version`, counting an eviction when the LRU bound
+/// pushes another KEK out (replacing the entry for the same wrapped KEK is not one).
+fn push(state: &mut State, version: &str, wrapped: &[u8], kek: Arc<Kek>, evictions: &AtomicU64) {
+    let entry = Entry {
+        version: version.into(),
+        kek,
+    };
+    let evicted = state.entries.push(wrapped.into(), entry);
+    if evicted.is_some_and(|(evicted_key, _)| *evicted_key != *wrapped) {
+        evictions.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -215,7 +247,6 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_for_one_kek_cost_one_unwrap() {
         let cache = Arc::new(KekCache::new(NonZeroUsize::new(8).unwrap()));
-        let key = CacheKey::new("1", b"wrapped");
         let (release, released) = watch::channel(false);
         let mut waiters = Vec::new();
         for _ in 0..100 {
@@ -223,7 +254,7 @@ mod tests {
             let mut released = released.clone();
             waiters.push(tokio::spawn(async move {
                 cache
-                    .get_or_unwrap(key, move || async move {
+                    .get_or_unwrap("1", b"wrapped", move || async move {
                         let _ = released.wait_for(|r| *r).await;
                         Ok(kek())
                     })
@@ -240,7 +271,7 @@ mod tests {
         let stats = cache.stats();
         assert_eq!((stats.unwraps, stats.misses), (1, 100));
         cache
-            .get_or_unwrap(key, || async { unreachable_empty() })
+            .get_or_unwrap("1", b"wrapped", || async { unreachable_empty() })
             .await
             .unwrap();
         assert_eq!(cache.stats().hits, 1);
@@ -249,9 +280,8 @@ mod tests {
     #[tokio::test]
     async fn a_failed_unwrap_is_not_cached() {
         let cache = KekCache::new(NonZeroUsize::new(8).unwrap());
-        let key = CacheKey::new("1", b"wrapped");
         let failed = cache
-            .get_or_unwrap(key, || async {
+            .get_or_unwrap("1", b"wrapped", || async {
                 Err(ProviderError::UnwrapFailed {
                     version: "1".into(),
                 })
@@ -260,7 +290,7 @@ mod tests {
         assert!(failed.is_err());
         assert!(
             cache
-                .get_or_unwrap(key, || async { Ok(kek()) })
+                .get_or_unwrap("1", b"wrapped", || async { Ok(kek()) })
                 .await
                 .is_ok()
         );
@@ -270,22 +300,42 @@ mod tests {
     #[tokio::test]
     async fn the_lru_bound_evicts_the_least_recently_used() {
         let cache = KekCache::new(NonZeroUsize::new(2).unwrap());
-        let keys: Vec<_> = (0..3).map(|i| CacheKey::new("1", &[i])).collect();
-        cache.insert(keys[0], kek());
-        cache.insert(keys[1], kek());
+        cache.insert("1", &[0], kek());
+        cache.insert("1", &[1], kek());
         cache
-            .get_or_unwrap(keys[0], || async { unreachable_empty() })
+            .get_or_unwrap("1", &[0], || async { unreachable_empty() })
             .await
             .unwrap();
-        cache.insert(keys[2], kek());
+        cache.insert("1", &[2], kek());
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.stats().evictions, 1);
         assert!(
             cache
-                .get_or_unwrap(keys[1], || async { unreachable_empty() })
+                .get_or_unwrap("1", &[1], || async { unreachable_empty() })
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn an_entry_serves_only_the_version_it_was_unwrapped_with() {
+        let cache = KekCache::new(NonZeroUsize::new(8).unwrap());
+        cache.insert("1", b"wrapped", kek());
+        let other_version = cache
+            .get_or_unwrap("2", b"wrapped", || async {
+                Err(ProviderError::UnwrapFailed {
+                    version: "2".into(),
+                })
+            })
+            .await;
+        assert!(other_version.is_err());
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.unwraps), (0, 1, 1));
+        cache
+            .get_or_unwrap("1", b"wrapped", || async { unreachable_empty() })
+            .await
+            .unwrap();
+        assert_eq!(cache.stats().hits, 1);
     }
 
     #[test]

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::cache::CacheKey;
 use super::format;
 use crate::crypto::{GcmKey, SecretKey};
 use crate::provider::KeyVersion;
@@ -68,8 +67,6 @@ pub struct ActiveKek {
     pub key: KeyVersion,
     /// The KEK itself, shared with the decrypt cache.
     pub kek: std::sync::Arc<Kek>,
-    /// The cache key under which Decrypt will look this KEK up.
-    pub cache_key: CacheKey,
     /// The annotations every v2 Encrypt response under this KEK carries.
     pub annotations: HashMap<String, Vec<u8>>,
     /// The v1 blob header (format byte, version, wrapped KEK) for v1 Encrypt responses.
@@ -84,7 +81,6 @@ impl ActiveKek {
     /// Assembles the active KEK for `key` from a KEK and its wrapped form.
     pub fn new(key: KeyVersion, kek: std::sync::Arc<Kek>, wrapped: &[u8]) -> Self {
         Self {
-            cache_key: CacheKey::new(key.version(), wrapped),
             annotations: format::annotations(key.version(), wrapped),
             v1_header: format::v1_header(key.version(), wrapped),
             v2_aad: format::v2_aad(key.key_id()),

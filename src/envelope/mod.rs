@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::SecretKey;
 use crate::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
-use cache::{CacheKey, CacheStats, KekCache};
+use cache::{CacheStats, KekCache};
 use format::{FormatError, WrappedKekRef};
 use kek::{ActiveKek, Kek, RotationPolicy};
 
@@ -156,8 +156,7 @@ impl Envelope {
         let parsed = format::parse_v2_ciphertext(ciphertext)?;
         let wrapped = format::parse_annotations(annotations)?;
         let kek = self.kek_for(wrapped).await?;
-        kek.gcm()
-            .open(&format::v2_aad(key_id), parsed.sealed)
+        format::with_v2_aad(key_id, |aad| kek.gcm().open(aad, parsed.sealed))
             .map_err(|_| EnvelopeError::Authentication)
     }
 
@@ -271,15 +270,17 @@ impl Envelope {
     }
 
     async fn kek_for(&self, wrapped: WrappedKekRef<'_>) -> Result<Arc<Kek>, EnvelopeError> {
-        let key = CacheKey::new(wrapped.version, wrapped.wrapped);
-        let provider = Arc::clone(&self.provider);
-        let version = wrapped.version.to_owned();
-        let wrapped = wrapped.wrapped.to_vec();
+        // The owned copies the unwrap task needs are made only on a miss, not on every hit.
         let kek = self
             .cache
-            .get_or_unwrap(key, move || async move {
-                let secret = provider.unwrap(&version, &wrapped).await?;
-                Ok(Arc::new(Kek::new(secret)))
+            .get_or_unwrap(wrapped.version, wrapped.wrapped, || {
+                let provider = Arc::clone(&self.provider);
+                let version = wrapped.version.to_owned();
+                let wrapped = wrapped.wrapped.to_vec();
+                async move {
+                    let secret = provider.unwrap(&version, &wrapped).await?;
+                    Ok(Arc::new(Kek::new(secret)))
+                }
             })
             .await?;
         Ok(kek)
@@ -294,6 +295,6 @@ async fn new_active_kek(
     let secret = SecretKey::generate()?;
     let wrapped = provider.wrap(&key, &secret).await?;
     let active = ActiveKek::new(key, Arc::new(Kek::new(secret)), &wrapped);
-    cache.insert(active.cache_key, Arc::clone(&active.kek));
+    cache.insert(active.key.version(), &wrapped, Arc::clone(&active.kek));
     Ok(Arc::new(active))
 }

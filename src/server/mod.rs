@@ -19,7 +19,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::envelope::Envelope;
 use crate::proto::v1beta1::key_management_service_server::KeyManagementServiceServer as V1Server;
-use crate::proto::v2::key_management_service_server::KeyManagementServiceServer as V2Server;
+use crate::proto::v2::key_management_service_server::{
+    KeyManagementService as V2Api, KeyManagementServiceServer as V2Server,
+};
 
 /// The largest gRPC message accepted: a Decrypt request holds at most 1 KiB of ciphertext,
 /// 1 KiB of key_id and 32 KiB of annotations, so 64 KiB leaves room and refuses megabytes.
@@ -39,12 +41,36 @@ pub async fn serve(
     envelope: Arc<Envelope>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let v2 = V2Server::new(v2::KmsV2::new(Arc::clone(&envelope)))
+    let v2 = v2::KmsV2::new(Arc::clone(&envelope));
+    serve_with(listener, v2, Some(v1::KmsV1::new(envelope)), shutdown).await
+}
+
+/// Serves `v2` alone on `listener` with exactly the transport, layers and limits [`serve`] uses.
+/// Exists for the benchmarks: their no-op transport floor and per-call-remote baseline are
+/// served by the same stack as the real service, so the ratios measure only the envelope.
+#[doc(hidden)]
+pub async fn serve_v2_only<S: V2Api>(
+    listener: UnixListener,
+    v2: S,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, v2, None, shutdown).await
+}
+
+async fn serve_with<S: V2Api>(
+    listener: UnixListener,
+    v2: S,
+    v1: Option<v1::KmsV1>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let v2 = V2Server::new(v2)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let v1 = V1Server::new(v1::KmsV1::new(envelope))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let v1 = v1.map(|v1| {
+        V1Server::new(v1)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    });
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted,
@@ -52,7 +78,7 @@ pub async fn serve(
         .timeout(CALL_TIMEOUT)
         .concurrency_limit_per_connection(MAX_CONCURRENT_REQUESTS)
         .add_service(v2)
-        .add_service(v1)
+        .add_optional_service(v1)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
 }
