@@ -14,7 +14,8 @@ use serde_json::Value;
 mod support;
 use support::Figure;
 
-/// A criterion comparison: `ours` and `baseline` are benchmark ids under target/criterion.
+/// A criterion comparison: `ours` and `baseline` are benchmark directories under
+/// target/criterion (criterion writes group "a/b" as directory "a_b").
 struct Comparison {
     id: String,
     figure: String,
@@ -48,9 +49,9 @@ fn comparisons() -> Vec<Comparison> {
             all.push(Comparison {
                 id: format!("envelope_{size}_vs_{lib}"),
                 figure: format!("envelope seal+open, {label}"),
-                ours: format!("envelope/seal_open/kube-kms/{size}"),
+                ours: format!("envelope_seal_open/kube-kms/{size}"),
                 baseline_name: format!("{lib_name} seal+open, random nonce, same input"),
-                baseline: format!("envelope/seal_open/{lib}/{size}"),
+                baseline: format!("envelope_seal_open/{lib}/{size}"),
                 kind: Kind::Time,
                 target: (*size == "32B" && lib == "aes-gcm").then_some(1.15),
             });
@@ -69,9 +70,9 @@ fn comparisons() -> Vec<Comparison> {
                     },
                     if callers == 1 { "" } else { "s" }
                 ),
-                ours: format!("socket/{op}/kube-kms/{callers}"),
+                ours: format!("socket_{op}/kube-kms/{callers}"),
                 baseline_name: "no-op RPC, same stack, socket and client (transport floor)".into(),
-                baseline: format!("socket/{op}/noop-floor/{callers}"),
+                baseline: format!("socket_{op}/noop-floor/{callers}"),
                 kind: Kind::Throughput,
                 target: (op == "decrypt" && callers == 64).then_some(0.85),
             });
@@ -114,8 +115,7 @@ fn from_criterion(criterion: &Path, comparison: &Comparison) -> Option<Figure> {
 
 fn number(value: f64) -> String {
     match value.abs() {
-        0.0 => "0".into(),
-        v if v >= 100.0 => format!("{value:.0}"),
+        v if v >= 100.0 || v.fract() == 0.0 => format!("{value:.0}"),
         v if v >= 10.0 => format!("{value:.1}"),
         _ => format!("{value:.2}"),
     }
