@@ -246,14 +246,18 @@ async fn token_inner(
             "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
         ));
     }
-    let issued = shared.issue_token(identity, &resource).map_err(|e| {
-        EntraError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            90000,
-            e.message().to_owned(),
-        )
-    })?;
+    let (client_id, object_id) = (identity.client_id.clone(), identity.object_id.clone());
+    drop(directory);
+    let issued = shared
+        .issue_token(&client_id, &object_id, &resource)
+        .map_err(|e| {
+            EntraError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                90000,
+                e.message().to_owned(),
+            )
+        })?;
     Ok(json_response(
         StatusCode::OK,
         &json!({

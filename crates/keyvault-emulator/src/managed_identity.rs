@@ -104,7 +104,9 @@ pub fn token(shared: &Arc<Shared>, flavor: Flavor, req: &Req) -> Resp {
             "Identity not found",
         );
     };
-    let issued = match shared.issue_token(identity, resource) {
+    let (client_id, object_id) = (identity.client_id.clone(), identity.object_id.clone());
+    drop(directory);
+    let issued = match shared.issue_token(&client_id, &object_id, resource) {
         Ok(issued) => issued,
         Err(e) => {
             return error(
@@ -118,7 +120,7 @@ pub fn token(shared: &Arc<Shared>, flavor: Flavor, req: &Req) -> Resp {
         StatusCode::OK,
         &json!({
             "access_token": issued.access_token,
-            "client_id": identity.client_id,
+            "client_id": client_id,
             "expires_in": issued.expires_in.to_string(),
             "expires_on": issued.expires_on.to_string(),
             "ext_expires_in": issued.expires_in.to_string(),

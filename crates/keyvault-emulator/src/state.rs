@@ -15,7 +15,7 @@ use crate::b64;
 use crate::crypto::KeyMaterial;
 use crate::error::{EmulatorError, ServiceError};
 use crate::faults::Faults;
-use crate::identity::{Directory, Grant, Identity};
+use crate::identity::{Directory, Grant};
 use crate::jwt;
 use crate::model::{KeyOp, KeyType, VaultKind};
 use crate::store::{KeyVersion, Store, valid_name};
@@ -336,10 +336,12 @@ impl Shared {
         Ok(key.clone())
     }
 
-    /// Issues a token to `identity` for `resource`.
+    /// Issues a token to an identity for `resource`. Takes the directory's lock itself: call it
+    /// without holding [`Shared::directory`].
     pub fn issue_token(
         &self,
-        identity: &Identity,
+        client_id: &str,
+        object_id: &str,
         resource: &str,
     ) -> Result<IssuedToken, ServiceError> {
         let now = now_secs();
@@ -352,9 +354,9 @@ impl Shared {
             "iat": now,
             "nbf": now,
             "exp": now + lifetime,
-            "appid": identity.client_id,
-            "oid": identity.object_id,
-            "sub": identity.object_id,
+            "appid": client_id,
+            "oid": object_id,
+            "sub": object_id,
             "tid": tenant,
             "ver": "1.0",
         });
@@ -365,7 +367,7 @@ impl Shared {
         self.directory().record_token(
             access_token.clone(),
             Grant {
-                client_id: identity.client_id.clone(),
+                client_id: client_id.to_owned(),
                 resource: resource.clone(),
                 expires_on: now + lifetime,
             },
