@@ -461,7 +461,7 @@ macro_rules! with_aes {
 }
 
 fn kw_wrap(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if plaintext.len() < 16 || plaintext.len() % 8 != 0 {
+    if plaintext.len() < 16 || !plaintext.len().is_multiple_of(8) {
         return Err(CryptoError::InvalidPlaintextLength);
     }
     let mut out = vec![0u8; plaintext.len() + 8];
@@ -473,7 +473,7 @@ fn kw_wrap(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
 }
 
 fn kw_unwrap(key: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
         return Err(CryptoError::InvalidCiphertextLength);
     }
     let mut out = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
@@ -499,7 +499,7 @@ fn kwp_wrap(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
 }
 
 fn kwp_unwrap(key: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
         return Err(CryptoError::InvalidCiphertextLength);
     }
     let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);

@@ -30,7 +30,7 @@ fn error(status: StatusCode, error: &str, description: &str) -> Resp {
     )
 }
 
-fn selector(req: &Req) -> Result<ManagedSelector, Resp> {
+fn selector(req: &Req) -> Result<ManagedSelector, &'static str> {
     let mut found = Vec::new();
     if let Some(id) = req.query("client_id").or_else(|| req.query("clientid")) {
         found.push(ManagedSelector::ClientId(id.to_owned()));
@@ -44,11 +44,7 @@ fn selector(req: &Req) -> Result<ManagedSelector, Resp> {
     match found.len() {
         0 => Ok(ManagedSelector::System),
         1 => Ok(found.remove(0)),
-        _ => Err(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "Only one of client_id, object_id and msi_res_id may be given.",
-        )),
+        _ => Err("Only one of client_id, object_id and msi_res_id may be given."),
     }
 }
 
@@ -94,7 +90,7 @@ pub fn token(shared: &Arc<Shared>, flavor: Flavor, req: &Req) -> Resp {
     };
     let selector = match selector(req) {
         Ok(selector) => selector,
-        Err(response) => return response,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_request", message),
     };
     let directory = shared.directory();
     let Some(identity) = directory.managed(&selector) else {

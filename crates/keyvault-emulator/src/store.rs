@@ -283,7 +283,7 @@ mod tests {
             first.version
         );
         assert_eq!(
-            store.get("kek", Some("0").as_deref()).unwrap_err().code(),
+            store.get("kek", Some("0")).unwrap_err().code(),
             "KeyNotFound"
         );
     }
