@@ -13,7 +13,7 @@
 //! such limit. The target is kube-kms ≤ 1.15 × aes-gcm at 32 B.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -21,6 +21,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, RandomizedNonceKey};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 mod support;
+use support::Paired;
 
 /// The associated data kube-kms used for a ciphertext, so baselines authenticate as much.
 #[derive(Clone, Copy)]
@@ -40,6 +41,7 @@ fn envelope(c: &mut Criterion) {
     let aes_gcm = Aes256Gcm::new(key.as_slice().try_into().expect("32 bytes"));
     let aws_lc = RandomizedNonceKey::new(&AES_256_GCM, &key).expect("aws-lc-rs key");
 
+    let mut paired = Vec::new();
     for (label, len, api) in [
         ("32B", 32, Api::V2),
         ("995B", 995, Api::V2),
@@ -60,59 +62,110 @@ fn envelope(c: &mut Criterion) {
             }
         });
 
+        let ours = || async {
+            match api {
+                Api::V2 => {
+                    let sealed = envelope
+                        .encrypt(black_box(&plaintext))
+                        .await
+                        .expect("encrypt");
+                    let opened = envelope
+                        .decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations)
+                        .await
+                        .expect("decrypt");
+                    black_box(opened);
+                }
+                Api::V1 => {
+                    let blob = envelope
+                        .encrypt_v1(black_box(&plaintext))
+                        .await
+                        .expect("encrypt");
+                    black_box(envelope.decrypt_v1(&blob).await.expect("decrypt"));
+                }
+            }
+        };
+        let raw_aes_gcm = || {
+            let nonce = Nonce::generate();
+            let msg = black_box(plaintext.as_slice());
+            let sealed = aes_gcm
+                .encrypt(&nonce, Payload { msg, aad: &aad })
+                .expect("seal");
+            let opened = aes_gcm
+                .decrypt(
+                    &nonce,
+                    Payload {
+                        msg: &sealed,
+                        aad: &aad,
+                    },
+                )
+                .expect("open");
+            black_box(opened);
+        };
+        let raw_aws_lc = || {
+            let mut in_out = Vec::with_capacity(plaintext.len() + 16);
+            in_out.extend_from_slice(black_box(&plaintext));
+            let nonce = aws_lc
+                .seal_in_place_append_tag(Aad::from(&aad), &mut in_out)
+                .expect("seal");
+            let opened = aws_lc
+                .open_in_place(nonce, Aad::from(&aad), &mut in_out)
+                .expect("open");
+            black_box(opened);
+        };
+
         let mut group = c.benchmark_group("envelope/seal_open");
         group.throughput(Throughput::Bytes(len as u64));
-        group.bench_with_input(BenchmarkId::new("kube-kms", label), &plaintext, |b, pt| {
-            b.to_async(&runtime).iter(|| async {
-                match api {
-                    Api::V2 => {
-                        let sealed = envelope.encrypt(black_box(pt)).await.expect("encrypt");
-                        let opened = envelope
-                            .decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations)
-                            .await
-                            .expect("decrypt");
-                        black_box(opened);
-                    }
-                    Api::V1 => {
-                        let blob = envelope.encrypt_v1(black_box(pt)).await.expect("encrypt");
-                        black_box(envelope.decrypt_v1(&blob).await.expect("decrypt"));
-                    }
-                }
-            });
+        group.bench_function(BenchmarkId::new("kube-kms", label), |b| {
+            b.to_async(&runtime).iter(ours);
         });
-        group.bench_with_input(BenchmarkId::new("aes-gcm", label), &plaintext, |b, pt| {
-            b.iter(|| {
-                let nonce = Nonce::generate();
-                let msg = black_box(pt.as_slice());
-                let sealed = aes_gcm
-                    .encrypt(&nonce, Payload { msg, aad: &aad })
-                    .expect("seal");
-                let opened = aes_gcm
-                    .decrypt(
-                        &nonce,
-                        Payload {
-                            msg: &sealed,
-                            aad: &aad,
-                        },
-                    )
-                    .expect("open");
-                black_box(opened);
-            });
-        });
-        group.bench_with_input(BenchmarkId::new("aws-lc-rs", label), &plaintext, |b, pt| {
-            b.iter(|| {
-                let mut in_out = Vec::with_capacity(pt.len() + 16);
-                in_out.extend_from_slice(black_box(pt));
-                let nonce = aws_lc
-                    .seal_in_place_append_tag(Aad::from(&aad), &mut in_out)
-                    .expect("seal");
-                let opened = aws_lc
-                    .open_in_place(nonce, Aad::from(&aad), &mut in_out)
-                    .expect("open");
-                black_box(opened);
-            });
-        });
+        group.bench_function(BenchmarkId::new("aes-gcm", label), |b| b.iter(raw_aes_gcm));
+        group.bench_function(BenchmarkId::new("aws-lc-rs", label), |b| b.iter(raw_aws_lc));
         group.finish();
+
+        // The same three, paired in alternating rounds for the summary's ratios.
+        let (rounds, batch) = if support::bench_mode() {
+            (21, 10_000)
+        } else {
+            (1, 2)
+        };
+        let ours_batch = |n: u64| {
+            runtime.block_on(async {
+                let start = Instant::now();
+                for _ in 0..n {
+                    ours().await;
+                }
+                start.elapsed()
+            })
+        };
+        let ours_id = format!("envelope_seal_open/kube-kms/{label}");
+        paired.push(Paired::measure(
+            (&ours_id, &format!("envelope_seal_open/aes-gcm/{label}")),
+            rounds,
+            batch,
+            ours_batch,
+            timed(&raw_aes_gcm),
+        ));
+        paired.push(Paired::measure(
+            (&ours_id, &format!("envelope_seal_open/aws-lc-rs/{label}")),
+            rounds,
+            batch,
+            ours_batch,
+            timed(&raw_aws_lc),
+        ));
+    }
+    if support::bench_mode() {
+        Paired::write_all("envelope-paired", &paired);
+    }
+}
+
+/// `f` repeated `n` times, timed.
+fn timed(f: impl Fn()) -> impl FnMut(u64) -> Duration {
+    move |n| {
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed()
     }
 }
 

@@ -6,13 +6,15 @@
 //!
 //! Each server runs on its own 2-worker runtime, the client on another, as two processes would.
 //! Criterion's time per iteration here is wall time per call at that concurrency: the inverse
-//! of throughput.
+//! of throughput. After criterion, each pair is measured again in alternating rounds
+//! ([`Paired`]) so that the summary's ratios do not depend on load that drifted between two
+//! criterion benchmarks.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
 mod support;
-use support::{Call, NoopKms, Served, Service};
+use support::{Call, NoopKms, Paired, Served, Service};
 
 const CALLERS: [usize; 3] = [1, 16, 64];
 
@@ -41,6 +43,7 @@ fn socket(c: &mut Criterion) {
     let floor = Served::start(Service::Noop(NoopKms::mirroring(sealed, plaintext)));
     let floor_client = client_runtime.block_on(floor.client());
 
+    let mut paired = Vec::new();
     for (name, call) in [
         ("encrypt", Call::Encrypt(encrypt)),
         ("decrypt", Call::Decrypt(decrypt)),
@@ -56,6 +59,32 @@ fn socket(c: &mut Criterion) {
             }
         }
         group.finish();
+
+        // The same pairs in alternating rounds (about 0.1 s per batch) for the summary's ratios.
+        for callers in CALLERS {
+            let (rounds, batch) = match (support::bench_mode(), callers) {
+                (false, _) => (1, 2),
+                (true, 1) => (11, 1_000),
+                (true, _) => (11, 5_000),
+            };
+            let on = |client| {
+                let (runtime, call) = (&client_runtime, &call);
+                move |calls| runtime.block_on(support::drive(client, callers, calls, call))
+            };
+            paired.push(Paired::measure(
+                (
+                    &format!("socket_{name}/kube-kms/{callers}"),
+                    &format!("socket_{name}/noop-floor/{callers}"),
+                ),
+                rounds,
+                batch,
+                on(&ours_client),
+                on(&floor_client),
+            ));
+        }
+    }
+    if support::bench_mode() {
+        Paired::write_all("socket-paired", &paired);
     }
 }
 

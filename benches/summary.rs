@@ -1,8 +1,10 @@
 //! The summary of a `cargo bench` run: one table of every figure, its baseline measured in the
 //! same run, and their ratio, written to target/bench-summary.md and target/bench-summary.json.
 //!
-//! It reads criterion's target/criterion/**/new/estimates.json (median time per iteration) for
-//! the envelope and socket benches and target/bench-results/remote.json for the rest. cargo runs
+//! For the envelope and socket benches it reads target/bench-results/{envelope,socket}-paired.json
+//! (kube-kms and its baseline timed in alternating rounds: medians, and the median of per-round
+//! ratios), falling back to criterion's target/criterion/**/new/estimates.json medians; and
+//! target/bench-results/remote.json for the rest. cargo runs
 //! bench targets in name order, so `summary` runs last in a plain `cargo bench`; run it alone
 //! with `cargo bench --bench summary` to rebuild the table from the last results. Under
 //! `cargo test --benches` it prints the table it can build but writes nothing.
@@ -12,7 +14,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod support;
-use support::Figure;
+use support::{Figure, Paired};
 
 /// A criterion comparison: `ours` and `baseline` are benchmark directories under
 /// target/criterion (criterion writes group "a/b" as directory "a_b").
@@ -88,10 +90,22 @@ fn criterion_median_ns(criterion: &Path, id: &str) -> Option<f64> {
     estimates["median"]["point_estimate"].as_f64()
 }
 
-fn from_criterion(criterion: &Path, comparison: &Comparison) -> Option<Figure> {
-    let ours = criterion_median_ns(criterion, &comparison.ours)?;
-    let baseline = criterion_median_ns(criterion, &comparison.baseline)?;
-    let figure = match comparison.kind {
+/// The figure for `comparison`: from its paired rounds when the run recorded them (medians
+/// over alternating rounds, the ratio the median of per-round ratios), else from criterion's
+/// medians of the two benchmarks.
+fn measured(criterion: &Path, paired: &[Paired], comparison: &Comparison) -> Option<Figure> {
+    let pair = paired
+        .iter()
+        .find(|pair| pair.ours == comparison.ours && pair.baseline == comparison.baseline);
+    let (ours, baseline, time_ratio) = match pair {
+        Some(pair) => (pair.ours_ns, pair.baseline_ns, pair.time_ratio),
+        None => {
+            let ours = criterion_median_ns(criterion, &comparison.ours)?;
+            let baseline = criterion_median_ns(criterion, &comparison.baseline)?;
+            (ours, baseline, ours / baseline)
+        }
+    };
+    let mut figure = match comparison.kind {
         Kind::Time => Figure::new(
             &comparison.id,
             &comparison.figure,
@@ -105,7 +119,11 @@ fn from_criterion(criterion: &Path, comparison: &Comparison) -> Option<Figure> {
             (&comparison.baseline_name, 1e9 / baseline),
         ),
     };
-    let ratio = figure.ratio.unwrap_or(f64::NAN);
+    let ratio = match comparison.kind {
+        Kind::Time => time_ratio,
+        Kind::Throughput => 1.0 / time_ratio,
+    };
+    figure.ratio = Some(ratio);
     Some(match (comparison.kind, comparison.target) {
         (_, None) => figure,
         (Kind::Time, Some(max)) => figure.target(&format!("ratio ≤ {max:.2}"), ratio <= max),
@@ -171,8 +189,14 @@ fn main() {
     let criterion = target.join("criterion");
     let mut figures = Vec::new();
     let mut missing = Vec::new();
+    let paired: Vec<Paired> = ["envelope-paired.json", "socket-paired.json"]
+        .iter()
+        .filter_map(|name| std::fs::read_to_string(target.join("bench-results").join(name)).ok())
+        .filter_map(|text| serde_json::from_str::<Vec<Paired>>(&text).ok())
+        .flatten()
+        .collect();
     for comparison in comparisons() {
-        match from_criterion(&criterion, &comparison) {
+        match measured(&criterion, &paired, &comparison) {
             Some(figure) => figures.push(figure),
             None => missing.push(comparison.id),
         }

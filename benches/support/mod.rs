@@ -498,3 +498,74 @@ impl Figure {
         self
     }
 }
+
+/// A ratio measured in alternating rounds, robust to load that drifts during a run: each round
+/// times a batch of kube-kms and a batch of the baseline back to back (which goes first
+/// alternates), and the figures are medians over rounds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Paired {
+    /// Criterion's directory of the kube-kms benchmark this pairs (target/criterion/<ours>).
+    pub ours: String,
+    /// Criterion's directory of the baseline benchmark.
+    pub baseline: String,
+    /// Median ns per operation of kube-kms over the rounds.
+    pub ours_ns: f64,
+    /// Median ns per operation of the baseline over the rounds.
+    pub baseline_ns: f64,
+    /// Median over rounds of (kube-kms time / baseline time) for the same batch size.
+    pub time_ratio: f64,
+    /// Rounds measured.
+    pub rounds: usize,
+}
+
+impl Paired {
+    /// Runs `rounds` rounds of `batch` operations each through `ours` and `baseline` (each
+    /// returns the wall time it took for the batch it was given).
+    pub fn measure(
+        (ours_id, baseline_id): (&str, &str),
+        rounds: usize,
+        batch: u64,
+        mut ours: impl FnMut(u64) -> Duration,
+        mut baseline: impl FnMut(u64) -> Duration,
+    ) -> Self {
+        let mut ours_ns = Vec::with_capacity(rounds);
+        let mut baseline_ns = Vec::with_capacity(rounds);
+        let mut ratios = Vec::with_capacity(rounds);
+        let per_op = |elapsed: Duration| elapsed.as_nanos() as f64 / batch as f64;
+        for round in 0..rounds {
+            let (o, b) = if round % 2 == 0 {
+                let o = ours(batch);
+                (o, baseline(batch))
+            } else {
+                let b = baseline(batch);
+                (ours(batch), b)
+            };
+            ours_ns.push(per_op(o));
+            baseline_ns.push(per_op(b));
+            ratios.push(o.as_secs_f64() / b.as_secs_f64());
+        }
+        Self {
+            ours: ours_id.into(),
+            baseline: baseline_id.into(),
+            ours_ns: median(&mut ours_ns),
+            baseline_ns: median(&mut baseline_ns),
+            time_ratio: median(&mut ratios),
+            rounds,
+        }
+    }
+
+    /// Writes `pairs` to target/bench-results/`name`.json for the summary.
+    pub fn write_all(name: &str, pairs: &[Self]) {
+        let dir = target_dir().join("bench-results");
+        std::fs::create_dir_all(&dir).expect("results directory");
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(pairs).expect("json"))
+            .expect("write paired results");
+        println!("wrote {}", path.display());
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
