@@ -88,6 +88,9 @@ pub struct ConfigArgs {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, env = "KUBE_KMS_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Address of /healthz, /readyz and /metrics: host:port, or "off" [default: 127.0.0.1:8790].
+    #[arg(long, env = "KUBE_KMS_HEALTH_ADDRESS", value_name = "HOST:PORT")]
+    pub health_address: Option<String>,
 }
 
 /// The config file, as written. Unknown keys are refused so a typo is not silently ignored.
@@ -106,6 +109,7 @@ struct FileConfig {
     cache_size: Option<Scalar>,
     log_format: Option<Scalar>,
     log_level: Option<Scalar>,
+    health_address: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -231,6 +235,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log level (a tracing level name).
     pub log_level: String,
+    /// Where /healthz, /readyz and /metrics listen; `None` when turned off.
+    pub health_address: Option<std::net::SocketAddr>,
 }
 
 /// A configuration value that cannot be used, or a config file that cannot be read.
@@ -349,6 +355,14 @@ const KEK_MAX_AGE: Setting = setting!("kek_max_age", "kek-max-age", "KUBE_KMS_KE
 const CACHE_SIZE: Setting = setting!("cache_size", "cache-size", "KUBE_KMS_CACHE_SIZE");
 const LOG_FORMAT: Setting = setting!("log_format", "log-format", "KUBE_KMS_LOG_FORMAT");
 const LOG_LEVEL: Setting = setting!("log_level", "log-level", "KUBE_KMS_LOG_LEVEL");
+const HEALTH_ADDRESS: Setting = setting!(
+    "health_address",
+    "health-address",
+    "KUBE_KMS_HEALTH_ADDRESS"
+);
+
+/// Where the operations endpoints listen unless configured: loopback only.
+pub const DEFAULT_HEALTH_ADDRESS: &str = "127.0.0.1:8790";
 
 /// The environment a default depends on, read once so tests can supply their own.
 #[derive(Debug, Clone, Default)]
@@ -503,7 +517,18 @@ impl Config {
                 return Err(LOG_LEVEL.invalid(&other, "error, warn, info, debug or trace"));
             }
         };
+        let health_address = match pick(&args.health_address, &file.health_address).as_deref() {
+            Some("off") => None,
+            Some(value) => Some(value.parse().map_err(|_| {
+                HEALTH_ADDRESS.invalid(
+                    value,
+                    "an IP address and port such as 127.0.0.1:8790, or \"off\"",
+                )
+            })?),
+            None => DEFAULT_HEALTH_ADDRESS.parse().ok(),
+        };
         Ok(Self {
+            health_address,
             socket,
             socket_mode,
             state_dir,
@@ -799,6 +824,10 @@ mod tests {
         assert_eq!(config.refresh_interval, Duration::from_secs(60));
         assert_eq!(config.rotation, RotationPolicy::DEFAULT);
         assert_eq!(config.cache_size.get(), 1000);
+        assert_eq!(
+            config.health_address,
+            Some("127.0.0.1:8790".parse().unwrap())
+        );
 
         let runtime = DefaultsEnv {
             runtime_dir: Some("/run/user/1000".into()),
@@ -829,6 +858,17 @@ mod tests {
                 key_dir: "/keys".into()
             }
         );
+
+        let off = ConfigArgs {
+            health_address: Some("off".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::from_yaml(yaml, &off, &env())
+                .unwrap()
+                .health_address,
+            None
+        );
     }
 
     #[test]
@@ -851,6 +891,7 @@ mod tests {
             ("log_format: xml", "\"text\" or \"json\""),
             ("log_level: loud", "error, warn, info, debug or trace"),
             ("socket: \"@abstract\"", "abstract sockets"),
+            ("health_address: localhost", "an IP address and port"),
         ];
         for (yaml, expected) in cases {
             let error = error_of(yaml, &ConfigArgs::default());

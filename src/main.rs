@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 use kube_kms::config::{Config, ConfigArgs, DefaultsEnv, LogFormat, ProviderConfig};
 use kube_kms::envelope::Envelope;
+use kube_kms::ops::{self, metrics::Metrics};
 use kube_kms::provider::KeyProvider;
+use kube_kms::provider::instrumented::Instrumented;
 use kube_kms::provider::local::{self, LocalKeyRing};
 use kube_kms::provider::pkcs11::{self, NewKeyType, Pkcs11Config, Pkcs11Provider};
 use kube_kms::server::{self, refresher, socket};
@@ -234,6 +238,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot use PKCS#11 key {:?}", pkcs11.key_label))?,
         ),
     };
+    let metrics = Arc::new(Metrics::new());
+    let provider = Arc::new(Instrumented::new(provider, Arc::clone(&metrics)));
+    let ops_listener = match config.health_address {
+        Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+            format!(
+                "cannot listen on health_address {address} for /healthz, /readyz and /metrics; \
+                 choose another with --health-address, or \"off\""
+            )
+        })?),
+        None => None,
+    };
     let envelope = Arc::new(
         Envelope::start(provider, config.rotation, config.cache_size)
             .await
@@ -267,7 +282,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             trigger.fire();
         }
     });
-    server::serve(listener, envelope, shutdown_signal()).await?;
+    let (stop, stopping) = watch::channel(false);
+    let stopped = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
+    if let Some(ops_listener) = ops_listener {
+        tracing::info!(address = %ops_listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+        let ops = ops::serve(
+            ops_listener,
+            Arc::clone(&envelope),
+            Arc::clone(&metrics),
+            stopped(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = ops.await {
+                tracing::error!(%error, "the operations endpoints stopped");
+            }
+        });
+    }
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    server::serve(listener, envelope, metrics, stopped()).await?;
     refresh.abort();
     drop(bound);
     tracing::info!("stopped; socket removed");
@@ -308,11 +348,21 @@ fn encryption_configuration(socket: &std::path::Path) -> String {
 }
 
 fn init_logging(config: &Config) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(format!("kube_kms={0},{0}", config.log_level))
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube-kms's own events at the configured level; libraries (tonic, h2, hyper) at most at
+    // info, so that trace logging never dumps HTTP/2 frames.
+    let libraries = if config.log_level == "debug" || config.log_level == "trace" {
+        "info"
+    } else {
+        config.log_level.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{libraries},kube_kms={}",
+        config.log_level
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),

@@ -17,7 +17,9 @@ fn kube_kms(root: &Path) -> Command {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", root.join("home"))
-        .env("XDG_RUNTIME_DIR", root.join("run"));
+        .env("XDG_RUNTIME_DIR", root.join("run"))
+        // Tests run plugins in parallel: each takes a free port for its health endpoints.
+        .env("KUBE_KMS_HEALTH_ADDRESS", "127.0.0.1:0");
     command
 }
 

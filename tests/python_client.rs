@@ -45,6 +45,7 @@ impl Server {
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--refresh-interval", "100ms", "--log-level", "debug"])
+            .args(["--health-address", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("create serve.out"))
             .stderr(File::create(&stderr).expect("create serve.err"));

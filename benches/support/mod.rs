@@ -274,7 +274,7 @@ pub struct Served {
 
 /// What a [`Served`] socket serves.
 pub enum Service {
-    /// kube-kms itself: `server::serve` over this envelope (v2 and v1beta1).
+    /// kube-kms itself: `server::serve` over this envelope (v2 and v1beta1, with metrics).
     KubeKms(Arc<Envelope>),
     /// The no-op transport floor, via `server::serve_v2_only`.
     Noop(NoopKms),
@@ -304,7 +304,10 @@ impl Served {
             };
             let served = runtime.block_on(async move {
                 match service {
-                    Service::KubeKms(envelope) => server::serve(listener, envelope, stop).await,
+                    Service::KubeKms(envelope) => {
+                        let metrics = Arc::new(kube_kms::ops::metrics::Metrics::new());
+                        server::serve(listener, envelope, metrics, stop).await
+                    }
                     Service::Noop(noop) => server::serve_v2_only(listener, noop, stop).await,
                     Service::PerCallRemote(remote) => {
                         server::serve_v2_only(listener, remote, stop).await

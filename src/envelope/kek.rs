@@ -100,8 +100,9 @@ impl ActiveKek {
     /// Whether the KEK has used three quarters of its budget, so the refresher should replace it
     /// before Encrypt has to wait for a wrap.
     pub fn nearly_spent(&self, policy: &RotationPolicy) -> bool {
-        let used = self.encryptions.load(Ordering::Relaxed);
-        used >= policy.max_encryptions / 4 * 3 || self.created.elapsed() >= policy.max_age / 4 * 3
+        let used = u128::from(self.encryptions.load(Ordering::Relaxed));
+        used * 4 >= u128::from(policy.max_encryptions) * 3
+            || self.created.elapsed() >= policy.max_age / 4 * 3
     }
 
     /// Encryptions performed so far (or refused for being over budget).
@@ -133,6 +134,21 @@ mod tests {
         assert!((0..4).all(|_| active.try_use(&policy)));
         assert!(active.nearly_spent(&policy));
         assert!(!active.try_use(&policy));
+    }
+
+    #[test]
+    fn a_tiny_budget_is_not_nearly_spent_before_use() {
+        // Regression: 2 / 4 * 3 == 0 made every refresh rotate a fresh KEK.
+        let policy = RotationPolicy {
+            max_encryptions: 2,
+            max_age: Duration::from_secs(60),
+        };
+        let active = active();
+        assert!(!active.nearly_spent(&policy));
+        assert!(active.try_use(&policy));
+        assert!(!active.nearly_spent(&policy));
+        assert!(active.try_use(&policy));
+        assert!(active.nearly_spent(&policy));
     }
 
     #[tokio::test(start_paused = true)]

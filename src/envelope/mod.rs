@@ -16,7 +16,9 @@ pub mod kek;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use tokio::sync::Mutex as AsyncMutex;
 use zeroize::Zeroizing;
@@ -99,6 +101,51 @@ pub struct Health {
     pub key_id: String,
 }
 
+/// Why a local KEK was replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationReason {
+    /// The provider's current key version changed.
+    KeyChanged,
+    /// The KEK reached (or neared) its encryption budget or its maximum age.
+    Spent,
+}
+
+/// The outcome of the most recent refreshes, for /readyz and /metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshState {
+    /// When a refresh last succeeded (start-up counts as one).
+    pub last_success: Option<SystemTime>,
+    /// When a refresh was last attempted.
+    pub last_attempt: Option<SystemTime>,
+    /// The last failure's message, cleared by a success.
+    pub last_error: Option<String>,
+    /// Failures since the last success.
+    pub consecutive_failures: u64,
+}
+
+/// Everything the operations endpoints report about the envelope; read without remote calls.
+#[derive(Debug, Clone)]
+pub struct EnvelopeSnapshot {
+    /// The active key version.
+    pub key: KeyVersion,
+    /// The provider's kind.
+    pub provider: &'static str,
+    /// The provider's health as of its last call.
+    pub provider_health: ProviderHealth,
+    /// Encryptions by the active KEK.
+    pub active_kek_encryptions: u64,
+    /// Refresh outcomes.
+    pub refresh: RefreshState,
+    /// Cache counters.
+    pub cache: CacheStats,
+    /// KEKs cached now.
+    pub cached_keks: usize,
+    /// Local KEK rotations because the key version changed.
+    pub rotations_key_changed: u64,
+    /// Local KEK rotations because a KEK was spent.
+    pub rotations_spent: u64,
+}
+
 /// The envelope: the active KEK, the cache of KEKs, and the provider behind them.
 pub struct Envelope {
     provider: Arc<dyn KeyProvider>,
@@ -106,6 +153,9 @@ pub struct Envelope {
     active: RwLock<Arc<ActiveKek>>,
     rotation: AsyncMutex<()>,
     cache: KekCache,
+    refresh_state: Mutex<RefreshState>,
+    rotations_key_changed: AtomicU64,
+    rotations_spent: AtomicU64,
 }
 
 impl Envelope {
@@ -119,12 +169,20 @@ impl Envelope {
         let key = provider.refresh().await?;
         let cache = KekCache::new(cache_capacity);
         let active = new_active_kek(provider.as_ref(), &cache, key).await?;
+        let now = SystemTime::now();
         Ok(Self {
             provider,
             policy,
             active: RwLock::new(active),
             rotation: AsyncMutex::new(()),
             cache,
+            refresh_state: Mutex::new(RefreshState {
+                last_success: Some(now),
+                last_attempt: Some(now),
+                ..RefreshState::default()
+            }),
+            rotations_key_changed: AtomicU64::new(0),
+            rotations_spent: AtomicU64::new(0),
         })
     }
 
@@ -195,12 +253,57 @@ impl Envelope {
     /// Asks the provider for its current key and rotates the local KEK if the key changed or
     /// the KEK is nearly spent. Returns the key now active. Called by the background refresher.
     pub async fn refresh(&self) -> Result<KeyVersion, EnvelopeError> {
+        let result = self.refresh_and_rotate().await;
+        let mut state = self
+            .refresh_state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = SystemTime::now();
+        state.last_attempt = Some(now);
+        match &result {
+            Ok(_) => {
+                state.last_success = Some(now);
+                state.last_error = None;
+                state.consecutive_failures = 0;
+            }
+            Err(error) => {
+                state.last_error = Some(error.to_string());
+                state.consecutive_failures += 1;
+            }
+        }
+        result
+    }
+
+    async fn refresh_and_rotate(&self) -> Result<KeyVersion, EnvelopeError> {
         let key = self.provider.refresh().await?;
         let active = self.active();
-        if active.key != key || active.nearly_spent(&self.policy) {
-            self.rotate(&active, key).await?;
+        if active.key != key {
+            self.rotate(&active, key, RotationReason::KeyChanged)
+                .await?;
+        } else if active.nearly_spent(&self.policy) {
+            self.rotate(&active, key, RotationReason::Spent).await?;
         }
         Ok(self.active().key.clone())
+    }
+
+    /// What the operations endpoints report. Makes no remote call.
+    pub async fn snapshot(&self) -> EnvelopeSnapshot {
+        let active = self.active();
+        EnvelopeSnapshot {
+            key: active.key.clone(),
+            provider: self.provider.kind(),
+            provider_health: self.provider.health().await,
+            active_kek_encryptions: active.encryptions(),
+            refresh: self
+                .refresh_state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+            cache: self.cache.stats(),
+            cached_keks: self.cache.len(),
+            rotations_key_changed: self.rotations_key_changed.load(Ordering::Relaxed),
+            rotations_spent: self.rotations_spent.load(Ordering::Relaxed),
+        }
     }
 
     /// The active key version (what Status and Encrypt report).
@@ -231,7 +334,7 @@ impl Envelope {
             return Ok(active);
         }
         let key = active.key.clone();
-        self.rotate(&active, key).await?;
+        self.rotate(&active, key, RotationReason::Spent).await?;
         let rotated = self.active();
         if rotated.try_use(&self.policy) {
             Ok(rotated)
@@ -249,6 +352,7 @@ impl Envelope {
         &self,
         replaced: &Arc<ActiveKek>,
         key: KeyVersion,
+        reason: RotationReason,
     ) -> Result<(), EnvelopeError> {
         let _one_rotation_at_a_time = self.rotation.lock().await;
         if !Arc::ptr_eq(&self.active(), replaced) {
@@ -260,8 +364,14 @@ impl Envelope {
             old_key_id = replaced.key.key_id(),
             new_key_id = fresh.key.key_id(),
             old_kek_encryptions = replaced.encryptions(),
+            ?reason,
             "rotated the local KEK"
         );
+        let counter = match reason {
+            RotationReason::KeyChanged => &self.rotations_key_changed,
+            RotationReason::Spent => &self.rotations_spent,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         *self
             .active
             .write()
@@ -294,6 +404,18 @@ async fn new_active_kek(
 ) -> Result<Arc<ActiveKek>, EnvelopeError> {
     let secret = SecretKey::generate()?;
     let wrapped = provider.wrap(&key, &secret).await?;
+    if wrapped.is_empty() || wrapped.len() > format::MAX_WRAPPED_KEK_LEN {
+        // Decrypt would refuse such annotations; never write what cannot be read back.
+        return Err(ProviderError::Misconfigured {
+            reason: format!(
+                "the {} provider wrapped a KEK into {} bytes; at most {} fit the format",
+                provider.kind(),
+                wrapped.len(),
+                format::MAX_WRAPPED_KEK_LEN
+            ),
+        }
+        .into());
+    }
     let active = ActiveKek::new(key, Arc::new(Kek::new(secret)), &wrapped);
     cache.insert(active.key.version(), &wrapped, Arc::clone(&active.kek));
     Ok(Arc::new(active))

@@ -109,6 +109,18 @@ impl LocalKeyRing {
                     self.dir.display()
                 ),
             })?;
+        let newest = keys.keys().next_back().copied().unwrap_or(0);
+        if let Some(previous) = self.snapshot().keys().next_back().filter(|v| **v > newest) {
+            // A key_id never flips back: a removed current version is an operator's mistake
+            // (or a revocation the local provider does not model), not a rotation.
+            return Err(ProviderError::Misconfigured {
+                reason: format!(
+                    "key version {previous} disappeared from {}; kube-kms never returns to an \
+                     older key_id — restore v{previous}.key, or run `kube-kms keys rotate`",
+                    self.dir.display()
+                ),
+            });
+        }
         *self
             .keys
             .write()
@@ -400,6 +412,20 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn removing_the_current_version_never_flips_the_key_id_back() {
+        let (_temp, dir) = ring();
+        let provider = LocalKeyRing::open_or_create(&dir).unwrap();
+        LocalKeyRing::rotate(&dir).unwrap();
+        let v2 = provider.refresh().await.unwrap();
+        fs::remove_file(dir.join("v2.key")).unwrap();
+        let error = provider.refresh().await.unwrap_err().to_string();
+        assert!(error.contains("key version 2 disappeared"), "{error}");
+        assert_eq!(provider.current_key().await.unwrap(), v2);
+        LocalKeyRing::rotate(&dir).unwrap();
+        assert_eq!(provider.refresh().await.unwrap().version(), "2");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! endpoint, vault or key name from its caller: the key version it is asked to unwrap with is
 //! attacker input read from etcd, and a provider resolves it only within its own configuration.
 
+pub mod instrumented;
 pub mod local;
 pub mod pkcs11;
 
@@ -97,6 +98,13 @@ pub enum ProviderError {
         /// Which key and why, without secrets.
         reason: String,
     },
+    /// The key service refused the call for throttling (HTTP 429); worth retrying later.
+    Throttled {
+        /// What was being done.
+        operation: String,
+        /// How long the service asked the caller to wait, if it said.
+        retry_after: Option<std::time::Duration>,
+    },
     /// The key service could not be reached or did not answer in time; worth retrying later.
     Unavailable {
         /// What was being done ("unwrap with version 3", "read key").
@@ -129,6 +137,13 @@ impl std::fmt::Display for ProviderError {
                 )
             }
             Self::Revoked { reason } => write!(f, "key revoked: {reason}"),
+            Self::Throttled {
+                operation,
+                retry_after,
+            } => match retry_after {
+                Some(wait) => write!(f, "key service throttled {operation}; retry after {wait:?}"),
+                None => write!(f, "key service throttled {operation}"),
+            },
             Self::Unavailable { operation, source } => {
                 write!(f, "key service unavailable during {operation}: {source}")
             }

@@ -29,7 +29,9 @@ fn code_for(error: &EnvelopeError) -> Code {
             ProviderError::UnknownKeyVersion { .. }
             | ProviderError::Revoked { .. }
             | ProviderError::Misconfigured { .. } => Code::FailedPrecondition,
-            ProviderError::Unavailable { .. } | ProviderError::Random => Code::Unavailable,
+            ProviderError::Throttled { .. }
+            | ProviderError::Unavailable { .. }
+            | ProviderError::Random => Code::Unavailable,
         },
     }
 }
@@ -93,6 +95,14 @@ mod tests {
                 Code::Unavailable,
             ),
             (ProviderError::Random.into(), Code::Unavailable),
+            (
+                ProviderError::Throttled {
+                    operation: "unwrap".into(),
+                    retry_after: None,
+                }
+                .into(),
+                Code::Unavailable,
+            ),
         ];
         for (error, code) in table {
             let status = to_status(&error);

@@ -18,6 +18,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::envelope::Envelope;
+use crate::ops::metrics::Metrics;
 use crate::proto::v1beta1::key_management_service_server::KeyManagementServiceServer as V1Server;
 use crate::proto::v2::key_management_service_server::{
     KeyManagementService as V2Api, KeyManagementServiceServer as V2Server,
@@ -27,22 +28,34 @@ use crate::proto::v2::key_management_service_server::{
 /// 1 KiB of key_id and 32 KiB of annotations, so 64 KiB leaves room and refuses megabytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// How long one call may take on the server before it is answered DeadlineExceeded, unless the
-/// client's grpc-timeout is shorter. kube-apiserver's default call timeout is 3 s.
+/// How long one call may take on the server, unless the client's grpc-timeout is shorter; tonic
+/// then answers CANCELLED ("Timeout expired"). kube-apiserver's default call timeout is 3 s.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long shutdown waits for in-flight calls before it stops anyway: a call never runs longer
+/// than [`CALL_TIMEOUT`], but a client that never closes its connection must not hold the
+/// plugin (and its socket) up for ever.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Concurrent requests handled per connection; kube-apiserver uses one connection.
 pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 
 /// Serves both KMS APIs on `listener` until `shutdown` completes, then stops accepting and
-/// waits for in-flight calls to finish.
+/// waits for in-flight calls to finish. Every request is counted in `metrics`.
 pub async fn serve(
     listener: UnixListener,
     envelope: Arc<Envelope>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let v2 = v2::KmsV2::new(Arc::clone(&envelope));
-    serve_with(listener, v2, Some(v1::KmsV1::new(envelope)), shutdown).await
+    let v2 = v2::KmsV2::new(Arc::clone(&envelope), Arc::clone(&metrics));
+    serve_with(
+        listener,
+        v2,
+        Some(v1::KmsV1::new(envelope, metrics)),
+        shutdown,
+    )
+    .await
 }
 
 /// Serves `v2` alone on `listener` with exactly the transport, layers and limits [`serve`] uses.
@@ -71,34 +84,69 @@ async fn serve_with<S: V2Api>(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     });
-    tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(
-            oversize_is_resource_exhausted,
-        ))
+    let (shutdown_began, began) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = shutdown_began.send(());
+    };
+    let drain_limit = async move {
+        match began.await {
+            Ok(()) => tokio::time::sleep(DRAIN_LIMIT).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let serving = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(bad_input_codes))
         .timeout(CALL_TIMEOUT)
         .concurrency_limit_per_connection(MAX_CONCURRENT_REQUESTS)
         .add_service(v2)
         .add_optional_service(v1)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    tokio::select! {
+        result = serving => result,
+        () = drain_limit => {
+            tracing::warn!(
+                limit = ?DRAIN_LIMIT,
+                "connections still open after the drain limit; stopping anyway"
+            );
+            Ok(())
+        }
+    }
 }
 
-/// tonic refuses a message over [`MAX_MESSAGE_BYTES`] (on its length prefix, before buffering
-/// it) with OUT_OF_RANGE; the gRPC specification, and every other gRPC implementation, say
-/// RESOURCE_EXHAUSTED. kube-kms itself never returns OUT_OF_RANGE, so the rewrite is exact.
-fn oversize_is_resource_exhausted<B>(
+/// Corrects the codes tonic gives two kinds of bad input before a handler ever runs, so that a
+/// malformed request is never answered with a server-fault code:
+/// - a message over [`MAX_MESSAGE_BYTES`] is refused on its length prefix, before it is
+///   buffered, with OUT_OF_RANGE; gRPC (and every other implementation) says RESOURCE_EXHAUSTED;
+/// - a message that does not decode (e.g. a key_id that is not UTF-8) is INTERNAL ("failed to
+///   decode Protobuf message"); it is the caller's input, so INVALID_ARGUMENT.
+///
+/// kube-kms's handlers never return OUT_OF_RANGE or INTERNAL themselves, so neither rewrite
+/// can hide a real server fault.
+fn bad_input_codes<B>(
     mut response: tonic::codegen::http::Response<B>,
 ) -> tonic::codegen::http::Response<B> {
+    use tonic::codegen::http::HeaderValue;
     let headers = response.headers_mut();
-    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
-    if headers
+    let status = headers
         .get("grpc-status")
-        .is_some_and(|status| status.as_bytes() == out_of_range.as_bytes())
+        .and_then(|status| status.to_str().ok());
+    let corrected = match status
+        .and_then(|status| status.parse::<i32>().ok())
+        .map(tonic::Code::from)
     {
-        let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
-        if let Ok(value) = tonic::codegen::http::HeaderValue::from_str(&exhausted) {
-            headers.insert("grpc-status", value);
+        Some(tonic::Code::OutOfRange) => Some(tonic::Code::ResourceExhausted),
+        Some(tonic::Code::Internal)
+            if headers
+                .get("grpc-message")
+                .is_some_and(|message| message.as_bytes().starts_with(b"failed to decode")) =>
+        {
+            Some(tonic::Code::InvalidArgument)
         }
+        _ => None,
+    };
+    if let Some(code) = corrected {
+        headers.insert("grpc-status", HeaderValue::from(code as i32));
     }
     response
 }

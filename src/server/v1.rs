@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::errors::to_status;
 use crate::envelope::Envelope;
+use crate::ops::metrics::{Metrics, RequestTimer};
 use crate::proto::v1beta1::key_management_service_server::KeyManagementService;
 use crate::proto::v1beta1::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, VersionRequest,
@@ -22,12 +23,13 @@ pub const RUNTIME_NAME: &str = "kube-kms";
 /// The KMS v1 service over an [`Envelope`].
 pub struct KmsV1 {
     envelope: Arc<Envelope>,
+    metrics: Arc<Metrics>,
 }
 
 impl KmsV1 {
-    /// A v1 service that seals and opens with `envelope`.
-    pub fn new(envelope: Arc<Envelope>) -> Self {
-        Self { envelope }
+    /// A v1 service that seals and opens with `envelope` and counts requests in `metrics`.
+    pub fn new(envelope: Arc<Envelope>, metrics: Arc<Metrics>) -> Self {
+        Self { envelope, metrics }
     }
 }
 
@@ -37,44 +39,43 @@ impl KeyManagementService for KmsV1 {
         &self,
         _request: Request<VersionRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
-        Ok(Response::new(VersionResponse {
+        let timer = RequestTimer::start(&self.metrics, "v1beta1.Version");
+        timer.finish(Ok(Response::new(VersionResponse {
             version: API_VERSION.to_owned(),
             runtime_name: RUNTIME_NAME.to_owned(),
             runtime_version: env!("CARGO_PKG_VERSION").to_owned(),
-        }))
+        })))
     }
 
     async fn encrypt(
         &self,
         request: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
+        let timer = RequestTimer::start(&self.metrics, "v1beta1.Encrypt");
         let request = request.into_inner();
-        let cipher = self
-            .envelope
-            .encrypt_v1(&request.plain)
-            .await
-            .map_err(|error| {
+        timer.finish(match self.envelope.encrypt_v1(&request.plain).await {
+            Ok(cipher) => Ok(Response::new(EncryptResponse { cipher })),
+            Err(error) => {
                 tracing::debug!(%error, "v1 encrypt refused");
-                to_status(&error)
-            })?;
-        Ok(Response::new(EncryptResponse { cipher }))
+                Err(to_status(&error))
+            }
+        })
     }
 
     async fn decrypt(
         &self,
         request: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
+        let timer = RequestTimer::start(&self.metrics, "v1beta1.Decrypt");
         let request = request.into_inner();
-        let plain = self
-            .envelope
-            .decrypt_v1(&request.cipher)
-            .await
-            .map_err(|error| {
+        timer.finish(match self.envelope.decrypt_v1(&request.cipher).await {
+            Ok(plain) => Ok(Response::new(DecryptResponse {
+                plain: plain.to_vec(),
+            })),
+            Err(error) => {
                 tracing::debug!(%error, "v1 decrypt refused");
-                to_status(&error)
-            })?;
-        Ok(Response::new(DecryptResponse {
-            plain: plain.to_vec(),
-        }))
+                Err(to_status(&error))
+            }
+        })
     }
 }

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::errors::to_status;
 use crate::envelope::Envelope;
+use crate::ops::metrics::{Metrics, RequestTimer};
 use crate::proto::v2::key_management_service_server::KeyManagementService;
 use crate::proto::v2::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
@@ -20,12 +21,13 @@ pub const API_VERSION: &str = "v2";
 /// The KMS v2 service over an [`Envelope`].
 pub struct KmsV2 {
     envelope: Arc<Envelope>,
+    metrics: Arc<Metrics>,
 }
 
 impl KmsV2 {
-    /// A v2 service that seals and opens with `envelope`.
-    pub fn new(envelope: Arc<Envelope>) -> Self {
-        Self { envelope }
+    /// A v2 service that seals and opens with `envelope` and counts requests in `metrics`.
+    pub fn new(envelope: Arc<Envelope>, metrics: Arc<Metrics>) -> Self {
+        Self { envelope, metrics }
     }
 }
 
@@ -35,20 +37,22 @@ impl KeyManagementService for KmsV2 {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        let timer = RequestTimer::start(&self.metrics, "v2.Status");
         let health = self.envelope.health().await;
-        Ok(Response::new(StatusResponse {
+        timer.finish(Ok(Response::new(StatusResponse {
             version: API_VERSION.to_owned(),
             healthz: health.healthz,
             key_id: health.key_id,
-        }))
+        })))
     }
 
     async fn encrypt(
         &self,
         request: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
+        let timer = RequestTimer::start(&self.metrics, "v2.Encrypt");
         let request = request.into_inner();
-        match self.envelope.encrypt(&request.plaintext).await {
+        timer.finish(match self.envelope.encrypt(&request.plaintext).await {
             Ok(sealed) => {
                 tracing::debug!(uid = %request.uid, key_id = %sealed.key_id, "encrypt");
                 Ok(Response::new(EncryptResponse {
@@ -61,30 +65,56 @@ impl KeyManagementService for KmsV2 {
                 tracing::debug!(uid = %request.uid, %error, "encrypt refused");
                 Err(to_status(&error))
             }
-        }
+        })
     }
 
     async fn decrypt(
         &self,
         request: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
+        let timer = RequestTimer::start(&self.metrics, "v2.Decrypt");
         let request = request.into_inner();
-        let key_id = request.key_id.get(..64).unwrap_or(&request.key_id);
-        match self
-            .envelope
-            .decrypt(&request.ciphertext, &request.key_id, &request.annotations)
-            .await
-        {
-            Ok(plaintext) => {
-                tracing::debug!(uid = %request.uid, key_id, "decrypt");
-                Ok(Response::new(DecryptResponse {
-                    plaintext: plaintext.to_vec(),
-                }))
-            }
-            Err(error) => {
-                tracing::debug!(uid = %request.uid, key_id, %error, "decrypt refused");
-                Err(to_status(&error))
-            }
-        }
+        let key_id = log_prefix(&request.key_id);
+        timer.finish(
+            match self
+                .envelope
+                .decrypt(&request.ciphertext, &request.key_id, &request.annotations)
+                .await
+            {
+                Ok(plaintext) => {
+                    tracing::debug!(uid = %request.uid, key_id, "decrypt");
+                    Ok(Response::new(DecryptResponse {
+                        plaintext: plaintext.to_vec(),
+                    }))
+                }
+                Err(error) => {
+                    tracing::debug!(uid = %request.uid, key_id, %error, "decrypt refused");
+                    Err(to_status(&error))
+                }
+            },
+        )
+    }
+}
+
+/// At most the first 64 bytes of `text`, cut at a character boundary: key_ids come from etcd and
+/// may be up to 1 KiB of anything, so logs carry only enough to recognise one.
+fn log_prefix(text: &str) -> &str {
+    let mut end = text.len().min(64);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_prefix;
+
+    #[test]
+    fn logged_key_ids_are_cut_at_64_bytes_on_a_character_boundary() {
+        assert_eq!(log_prefix("abc"), "abc");
+        assert_eq!(log_prefix(&"a".repeat(100)), "a".repeat(64));
+        let multibyte = format!("{}é{}", "a".repeat(63), "b".repeat(100));
+        assert_eq!(log_prefix(&multibyte), "a".repeat(63));
     }
 }

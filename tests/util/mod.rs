@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use kube_kms::envelope::Envelope;
 use kube_kms::envelope::kek::RotationPolicy;
+use kube_kms::ops::metrics::Metrics;
 use kube_kms::probe::connect;
 use kube_kms::proto::v1beta1::key_management_service_client::KeyManagementServiceClient as V1Client;
 use kube_kms::proto::v2::key_management_service_client::KeyManagementServiceClient as V2Client;
@@ -30,6 +31,7 @@ pub struct TestPlugin {
     pub socket: PathBuf,
     pub key_dir: PathBuf,
     pub envelope: Arc<Envelope>,
+    pub metrics: Arc<Metrics>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     bound: Option<socket::BoundSocket>,
@@ -69,6 +71,17 @@ impl TestPlugin {
         provider: Arc<dyn KeyProvider>,
         policy: RotationPolicy,
     ) -> Self {
+        Self::start_on_with_metrics(dir, key_dir, provider, policy, Arc::new(Metrics::new())).await
+    }
+
+    /// A plugin serving `provider` from `dir`, recording requests in `metrics`.
+    pub async fn start_on_with_metrics(
+        dir: tempfile::TempDir,
+        key_dir: PathBuf,
+        provider: Arc<dyn KeyProvider>,
+        policy: RotationPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let envelope = Arc::new(
             Envelope::start(provider, policy, NonZeroUsize::new(100).expect("non-zero"))
                 .await
@@ -77,14 +90,20 @@ impl TestPlugin {
         let socket = dir.path().join("run/kms.sock");
         let (listener, bound) = socket::bind(&socket, 0o600).expect("socket binds");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::serve(listener, Arc::clone(&envelope), async {
-            let _ = stop.await;
-        }));
+        let server = tokio::spawn(server::serve(
+            listener,
+            Arc::clone(&envelope),
+            Arc::clone(&metrics),
+            async {
+                let _ = stop.await;
+            },
+        ));
         Self {
             dir,
             socket,
             key_dir,
             envelope,
+            metrics,
             shutdown: Some(shutdown),
             server: Some(server),
             bound: Some(bound),
