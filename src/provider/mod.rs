@@ -6,6 +6,7 @@
 //! endpoint, vault or key name from its caller: the key version it is asked to unwrap with is
 //! attacker input read from etcd, and a provider resolves it only within its own configuration.
 
+pub mod azure;
 pub mod instrumented;
 pub mod local;
 pub mod pkcs11;
