@@ -34,6 +34,20 @@ pub struct ConfigArgs {
     /// Permission bits of the socket: 0600 (owner only) or 0660 (owner and group) [default: 0600].
     #[arg(long, env = "KUBE_KMS_SOCKET_MODE", value_name = "MODE")]
     pub socket_mode: Option<String>,
+    /// Group given the socket (a name from /etc/group or a numeric gid), so that kube-apiserver
+    /// can connect as a member of it; implies socket mode 0660 [default: none].
+    #[arg(long, env = "KUBE_KMS_SOCKET_GROUP", value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Refuse to start as root (true or false; the flag alone means true) [default: false, which
+    /// runs as root with a loud warning].
+    #[arg(
+        long,
+        env = "KUBE_KMS_REFUSE_ROOT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub refuse_root: Option<String>,
     /// Directory for kube-kms's own state [default: $XDG_STATE_HOME/kube-kms, or
     /// ~/.local/state/kube-kms].
     #[arg(long, env = "KUBE_KMS_STATE_DIR", value_name = "DIR")]
@@ -99,6 +113,8 @@ pub struct ConfigArgs {
 struct FileConfig {
     socket: Option<Scalar>,
     socket_mode: Option<Scalar>,
+    socket_group: Option<Scalar>,
+    refuse_root: Option<Scalar>,
     state_dir: Option<Scalar>,
     provider: Option<Scalar>,
     local: Option<LocalFileConfig>,
@@ -221,6 +237,10 @@ pub struct Config {
     pub socket: PathBuf,
     /// The socket's permission bits.
     pub socket_mode: u32,
+    /// The group id given the socket (and a directory kube-kms creates for it), if any.
+    pub socket_group: Option<u32>,
+    /// Whether to refuse to start as root.
+    pub refuse_root: bool,
     /// kube-kms's state directory.
     pub state_dir: PathBuf,
     /// The key provider.
@@ -311,6 +331,8 @@ macro_rules! setting {
 
 const SOCKET: Setting = setting!("socket", "socket", "KUBE_KMS_SOCKET");
 const SOCKET_MODE: Setting = setting!("socket_mode", "socket-mode", "KUBE_KMS_SOCKET_MODE");
+const SOCKET_GROUP: Setting = setting!("socket_group", "socket-group", "KUBE_KMS_SOCKET_GROUP");
+const REFUSE_ROOT: Setting = setting!("refuse_root", "refuse-root", "KUBE_KMS_REFUSE_ROOT");
 const STATE_DIR: Setting = setting!("state_dir", "state-dir", "KUBE_KMS_STATE_DIR");
 const PROVIDER: Setting = setting!("provider", "provider", "KUBE_KMS_PROVIDER");
 const LOCAL_KEY_DIR: Setting = setting!("local.key_dir", "local-key-dir", "KUBE_KMS_LOCAL_KEY_DIR");
@@ -453,9 +475,26 @@ impl Config {
             Some(path) => parse_socket_path(&path)?,
             None => env.default_socket(),
         };
-        let socket_mode = match pick(&args.socket_mode, &file.socket_mode) {
-            Some(mode) => parse_socket_mode(&mode)?,
-            None => 0o600,
+        let socket_group = match pick(&args.socket_group, &file.socket_group) {
+            Some(group) => Some(parse_socket_group(&group, Path::new(GROUP_FILE))?),
+            None => None,
+        };
+        let socket_mode = match (pick(&args.socket_mode, &file.socket_mode), socket_group) {
+            (Some(mode), group) => match parse_socket_mode(&mode)? {
+                0o600 if group.is_some() => {
+                    return Err(SOCKET_MODE.invalid(
+                        &mode,
+                        "\"0660\" with socket_group (0600 would shut the group out)",
+                    ));
+                }
+                mode => mode,
+            },
+            (None, Some(_)) => 0o660,
+            (None, None) => 0o600,
+        };
+        let refuse_root = match pick(&args.refuse_root, &file.refuse_root) {
+            Some(value) => parse_bool(&REFUSE_ROOT, &value)?,
+            None => false,
         };
         let provider = match pick(&args.provider, &file.provider).as_deref() {
             None | Some("local") => ProviderConfig::Local {
@@ -531,6 +570,8 @@ impl Config {
             health_address,
             socket,
             socket_mode,
+            socket_group,
+            refuse_root,
             state_dir,
             provider,
             refresh_interval,
@@ -720,6 +761,55 @@ fn parse_socket_mode(value: &str) -> Result<u32, ConfigError> {
         "0600" | "600" => Ok(0o600),
         "0660" | "660" => Ok(0o660),
         _ => Err(SOCKET_MODE.invalid(value, "\"0600\" or \"0660\" (quote it in YAML)")),
+    }
+}
+
+/// Where group names are looked up (NSS sources other than this file are not consulted; give a
+/// numeric gid for a group that lives only in LDAP or similar).
+const GROUP_FILE: &str = "/etc/group";
+
+/// A group name from `group_file` or a numeric gid.
+fn parse_socket_group(value: &str, group_file: &Path) -> Result<u32, ConfigError> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value
+            .parse()
+            .map_err(|_| SOCKET_GROUP.invalid(value, "a gid below 2^32"));
+    }
+    let valid_name = !value.is_empty()
+        && value.len() <= 32
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if !valid_name {
+        return Err(SOCKET_GROUP.invalid(value, "a group name or a numeric gid"));
+    }
+    let groups = std::fs::read_to_string(group_file).unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let gid = fields.nth(1)?.parse::<u32>().ok()?;
+            Some((name, gid))
+        })
+        .find_map(|(name, gid)| (name == value).then_some(gid))
+        .ok_or_else(|| {
+            SOCKET_GROUP.invalid(
+                value,
+                format!(
+                    "a group listed in {} (or a numeric gid)",
+                    group_file.display()
+                ),
+            )
+        })
+}
+
+fn parse_bool(setting: &Setting, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(setting.invalid(value, "true or false")),
     }
 }
 
@@ -1038,6 +1128,60 @@ mod tests {
             let error = error_of(&yaml, &ConfigArgs::default());
             assert!(error.contains(expected), "{yaml}: {error}");
         }
+    }
+
+    #[test]
+    fn socket_group_takes_a_name_or_gid_and_implies_0660() {
+        let groups = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(groups.path(), "root:x:0:\nkube-kms:x:993:apiserver\nbad\n").unwrap();
+        assert_eq!(parse_socket_group("kube-kms", groups.path()), Ok(993));
+        assert_eq!(parse_socket_group("root", groups.path()), Ok(0));
+        assert_eq!(parse_socket_group(" 4242 ", groups.path()), Ok(4242));
+        for bad in ["", "nosuchgroup", "a b", "x:y", "99999999999"] {
+            let error = parse_socket_group(bad, groups.path())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("socket_group (--socket-group"),
+                "{bad}: {error}"
+            );
+        }
+
+        let config = Config::from_yaml("socket_group: 4242", &ConfigArgs::default(), &env());
+        let config = config.unwrap();
+        assert_eq!(
+            (config.socket_group, config.socket_mode),
+            (Some(4242), 0o660)
+        );
+        let error = error_of(
+            "socket_group: 4242\nsocket_mode: \"0600\"",
+            &ConfigArgs::default(),
+        );
+        assert!(error.contains("0600 would shut the group out"), "{error}");
+        let config = Config::load(&ConfigArgs::default(), &env()).unwrap();
+        assert_eq!((config.socket_group, config.socket_mode), (None, 0o600));
+    }
+
+    #[test]
+    fn refuse_root_is_a_boolean_from_any_source() {
+        let config = Config::load(&ConfigArgs::default(), &env()).unwrap();
+        assert!(!config.refuse_root);
+        let config = Config::from_yaml("refuse_root: true", &ConfigArgs::default(), &env());
+        assert!(config.unwrap().refuse_root);
+        let args = ConfigArgs {
+            refuse_root: Some("false".into()),
+            ..Default::default()
+        };
+        assert!(
+            !Config::from_yaml("refuse_root: true", &args, &env())
+                .unwrap()
+                .refuse_root
+        );
+        let error = error_of("refuse_root: maybe", &ConfigArgs::default());
+        assert!(
+            error.contains("refuse_root (--refuse-root / KUBE_KMS_REFUSE_ROOT)"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod crypto;
 pub mod envelope;
+pub mod hardening;
 pub mod ops;
 pub mod probe;
 pub mod proto;

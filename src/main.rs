@@ -100,6 +100,9 @@ fn parse_duration_arg(value: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    // Before anything else, and before any key, PIN or token is read: not dumpable, no core
+    // dumps, memory locked where allowed. Logged once logging is set up.
+    let hardening = kube_kms::hardening::apply();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -111,7 +114,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, hardening)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("kube-kms: {error:#}");
@@ -120,12 +123,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, hardening: kube_kms::hardening::Report) -> anyhow::Result<ExitCode> {
     let env = DefaultsEnv::from_process();
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(&args, &env)?;
             init_logging(&config);
+            hardening.log();
+            kube_kms::hardening::check_root(
+                kube_kms::hardening::effective_uid(),
+                config.refuse_root,
+            )?;
             serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -254,7 +262,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("cannot make a first KEK with the key provider")?,
     );
-    let (listener, bound) = socket::bind(&config.socket, config.socket_mode)?;
+    let (listener, bound) =
+        socket::bind_with_group(&config.socket, config.socket_mode, config.socket_group)?;
     let key = envelope.current_key();
     tracing::info!(
         socket = %bound.path().display(),

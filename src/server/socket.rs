@@ -113,6 +113,17 @@ impl Drop for BoundSocket {
 /// accepts on is not. The socket is bound under a temporary name, given its mode, then renamed
 /// into place, so it never appears with the wrong mode.
 pub fn bind(path: &Path, mode: u32) -> Result<(UnixListener, BoundSocket), SocketError> {
+    bind_with_group(path, mode, None)
+}
+
+/// [`bind`], and with `group` the socket is given that group before it appears at its path, and
+/// a directory created for it is made 0710 with that group, so the group's members can reach
+/// the socket but not list or write the directory.
+pub fn bind_with_group(
+    path: &Path,
+    mode: u32,
+    group: Option<u32>,
+) -> Result<(UnixListener, BoundSocket), SocketError> {
     let io = |action, path: &Path| {
         let path = path.to_owned();
         move |source| SocketError::Io {
@@ -125,7 +136,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<(UnixListener, BoundSocket), Socke
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    ensure_socket_dir(dir)?;
+    ensure_socket_dir(dir, group)?;
     remove_if_stale(path)?;
 
     let file_name = path
@@ -138,8 +149,12 @@ pub fn bind(path: &Path, mode: u32) -> Result<(UnixListener, BoundSocket), Socke
     ));
     let _ = fs::remove_file(&temporary);
     let listener = StdUnixListener::bind(&temporary).map_err(io("bind", &temporary))?;
-    let placed = fs::set_permissions(&temporary, fs::Permissions::from_mode(mode))
-        .map_err(io("set the mode of", &temporary))
+    let placed = std::os::unix::fs::chown(&temporary, None, group)
+        .map_err(io("set the group of", &temporary))
+        .and_then(|()| {
+            fs::set_permissions(&temporary, fs::Permissions::from_mode(mode))
+                .map_err(io("set the mode of", &temporary))
+        })
         .and_then(|()| fs::rename(&temporary, path).map_err(io("move into place", path)));
     if let Err(error) = placed {
         let _ = fs::remove_file(&temporary);
@@ -157,18 +172,30 @@ pub fn bind(path: &Path, mode: u32) -> Result<(UnixListener, BoundSocket), Socke
     Ok((listener, bound))
 }
 
-fn ensure_socket_dir(dir: &Path) -> Result<(), SocketError> {
+fn ensure_socket_dir(dir: &Path, group: Option<u32>) -> Result<(), SocketError> {
+    let failed = |action| {
+        move |source| SocketError::Io {
+            action,
+            path: dir.into(),
+            source,
+        }
+    };
     match fs::metadata(dir) {
         Ok(meta) => check_socket_dir(dir, &meta),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| SocketError::Io {
-                action: "create",
-                path: dir.into(),
-                source,
-            }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(failed("create"))?;
+            if group.is_some() {
+                // Group search only (0710): its members can connect to the socket by name.
+                std::os::unix::fs::chown(dir, None, group).map_err(failed("set the group of"))?;
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o710))
+                    .map_err(failed("set the mode of"))?;
+            }
+            Ok(())
+        }
         Err(source) => Err(SocketError::Io {
             action: "inspect",
             path: dir.into(),
@@ -237,8 +264,8 @@ fn remove_if_stale(path: &Path) -> Result<(), SocketError> {
     }
 }
 
-/// The effective user id of this process, read from /proc (no unsafe call needed); `None`
-/// where /proc is not mounted.
+/// The effective user id of this process (geteuid). Not read from the owner of /proc/self:
+/// once the process is non-dumpable (see `crate::hardening`) /proc/self belongs to root.
 pub fn current_uid() -> Option<u32> {
-    fs::metadata("/proc/self").map(|meta| meta.uid()).ok()
+    Some(crate::hardening::effective_uid())
 }

@@ -48,13 +48,29 @@ pub struct Req {
     pub headers: HeaderMap,
     /// `host[:port]` from the Host header (or the emulator's default).
     pub host: String,
-    body: Option<Incoming>,
+    body: Option<ReqBody>,
+}
+
+/// A request body: streamed from a connection, or already in memory (the fuzz entry point).
+enum ReqBody {
+    Incoming(Incoming),
+    Buffered(Bytes),
 }
 
 impl Req {
     /// Splits a hyper request.
     pub fn new(request: http::Request<Incoming>, default_host: &str) -> Self {
         let (parts, body) = request.into_parts();
+        Self::from_parts(parts, ReqBody::Incoming(body), default_host)
+    }
+
+    /// A request whose body is already in memory; used by [`crate::fuzzing`].
+    pub(crate) fn buffered(request: http::Request<Bytes>, default_host: &str) -> Self {
+        let (parts, body) = request.into_parts();
+        Self::from_parts(parts, ReqBody::Buffered(body), default_host)
+    }
+
+    fn from_parts(parts: http::request::Parts, body: ReqBody, default_host: &str) -> Self {
         let path = parts.uri.path().to_owned();
         let mut segments: Vec<String> = path
             .strip_prefix('/')
@@ -108,8 +124,15 @@ impl Req {
 
     /// Reads the whole body (at most 1 MiB).
     pub async fn body(&mut self) -> Result<Bytes, ServiceError> {
-        let Some(body) = self.body.take() else {
-            return Ok(Bytes::new());
+        let body = match self.body.take() {
+            None => return Ok(Bytes::new()),
+            Some(ReqBody::Buffered(bytes)) if bytes.len() <= MAX_BODY => return Ok(bytes),
+            Some(ReqBody::Buffered(_)) => {
+                return Err(ServiceError::bad_parameter(
+                    "The request body could not be read.",
+                ));
+            }
+            Some(ReqBody::Incoming(body)) => body,
         };
         Limited::new(body, MAX_BODY)
             .collect()

@@ -17,6 +17,8 @@ pub mod crypto;
 pub mod entra;
 pub mod error;
 pub mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod jwt;

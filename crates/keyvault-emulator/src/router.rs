@@ -87,7 +87,16 @@ pub async fn handle(
     listener: Listener,
     request: http::Request<Incoming>,
 ) -> Result<Resp, Dropped> {
-    let mut req = Req::new(request, &shared.config.default_host);
+    let req = Req::new(request, &shared.config.default_host);
+    dispatch(shared, listener, req).await
+}
+
+/// Serves one parsed request (the fuzz entry point enters here with a buffered body).
+pub(crate) async fn dispatch(
+    shared: Arc<Shared>,
+    listener: Listener,
+    mut req: Req,
+) -> Result<Resp, Dropped> {
     match target(&req, listener) {
         Target::Vault(route) => vault(&shared, route, &mut req).await,
         Target::VaultError(error) => Ok(service_error(&error, &shared.config)),
