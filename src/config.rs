@@ -15,6 +15,11 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::envelope::kek::RotationPolicy;
+use crate::provider::azure::auth::{AuthMode, AuthSettings, ManagedId, SecretSource};
+use crate::provider::azure::client::WrapAlgorithm;
+use crate::provider::azure::cloud::CloudName;
+use crate::provider::azure::key_id::{KeyRef, is_valid_version, parse_vault_url};
+use crate::provider::azure::{AzureConfig, DecryptOnlyKey, KeyVersionChoice};
 use crate::provider::pkcs11::{PinSource, Pkcs11Config, TokenSelector, is_valid_key_label};
 
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes including the NUL).
@@ -52,8 +57,9 @@ pub struct ConfigArgs {
     /// ~/.local/state/kube-kms].
     #[arg(long, env = "KUBE_KMS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<String>,
-    /// Key provider: `local` (a key ring on this host; for development and tests only) or
-    /// `pkcs11` (a key on a PKCS#11 token) [default: local].
+    /// Key provider: `local` (a key ring on this host; for development and tests only),
+    /// `pkcs11` (a key on a PKCS#11 token) or `azure` (Azure Key Vault or Managed HSM)
+    /// [default: local].
     #[arg(long, env = "KUBE_KMS_PROVIDER", value_name = "KIND")]
     pub provider: Option<String>,
     /// Key ring directory of the local provider [default: <state-dir>/local-keys].
@@ -84,6 +90,111 @@ pub struct ConfigArgs {
         value_name = "LABEL,..."
     )]
     pub pkcs11_decrypt_only_key_labels: Option<String>,
+    /// Key Vault or Managed HSM URL, e.g. https://myvault.vault.azure.net/.
+    #[arg(long, env = "KUBE_KMS_AZURE_VAULT_URL", value_name = "URL")]
+    pub azure_vault_url: Option<String>,
+    /// Name of the key that wraps new KEKs.
+    #[arg(long, env = "KUBE_KMS_AZURE_KEY_NAME", value_name = "NAME")]
+    pub azure_key_name: Option<String>,
+    /// `latest` (follow new versions) or a 32-hex version to pin [default: latest].
+    #[arg(long, env = "KUBE_KMS_AZURE_KEY_VERSION", value_name = "VERSION")]
+    pub azure_key_version: Option<String>,
+    /// Keys kept to decrypt only, comma-separated: https://{vault}/keys/{name}[/{version}].
+    #[arg(long, env = "KUBE_KMS_AZURE_DECRYPT_ONLY_KEYS", value_name = "URL,...")]
+    pub azure_decrypt_only_keys: Option<String>,
+    /// Wrapping algorithm for Managed HSM oct-HSM keys: A256KW or CKM_AES_KEY_WRAP_PAD (RSA keys
+    /// always use RSA-OAEP-256) [default: A256KW].
+    #[arg(long, env = "KUBE_KMS_AZURE_OCT_WRAP_ALGORITHM", value_name = "ALG")]
+    pub azure_oct_wrap_algorithm: Option<String>,
+    /// Authentication: auto, workload-identity, managed-identity, client-secret,
+    /// client-certificate, azure-cli or azure-json [default: auto].
+    #[arg(long, env = "KUBE_KMS_AZURE_AUTH", value_name = "MODE")]
+    pub azure_auth: Option<String>,
+    /// Entra ID tenant (directory) id [default: AZURE_TENANT_ID].
+    #[arg(long, env = "KUBE_KMS_AZURE_TENANT_ID", value_name = "ID")]
+    pub azure_tenant_id: Option<String>,
+    /// Application (client) id [default: AZURE_CLIENT_ID].
+    #[arg(long, env = "KUBE_KMS_AZURE_CLIENT_ID", value_name = "GUID")]
+    pub azure_client_id: Option<String>,
+    /// A user-assigned managed identity, by client id.
+    #[arg(
+        long,
+        env = "KUBE_KMS_AZURE_MANAGED_IDENTITY_CLIENT_ID",
+        value_name = "GUID"
+    )]
+    pub azure_managed_identity_client_id: Option<String>,
+    /// A user-assigned managed identity, by object (principal) id.
+    #[arg(
+        long,
+        env = "KUBE_KMS_AZURE_MANAGED_IDENTITY_OBJECT_ID",
+        value_name = "GUID"
+    )]
+    pub azure_managed_identity_object_id: Option<String>,
+    /// A user-assigned managed identity, by ARM resource id.
+    #[arg(
+        long,
+        env = "KUBE_KMS_AZURE_MANAGED_IDENTITY_RESOURCE_ID",
+        value_name = "ID"
+    )]
+    pub azure_managed_identity_resource_id: Option<String>,
+    /// Workload identity's projected token file [default: AZURE_FEDERATED_TOKEN_FILE].
+    #[arg(long, env = "KUBE_KMS_AZURE_FEDERATED_TOKEN_FILE", value_name = "FILE")]
+    pub azure_federated_token_file: Option<String>,
+    /// File holding the client secret. No flag takes the secret itself.
+    #[arg(long, env = "KUBE_KMS_AZURE_CLIENT_SECRET_FILE", value_name = "FILE")]
+    pub azure_client_secret_file: Option<String>,
+    /// Name of an environment variable holding the client secret [default: AZURE_CLIENT_SECRET].
+    #[arg(long, env = "KUBE_KMS_AZURE_CLIENT_SECRET_ENV", value_name = "NAME")]
+    pub azure_client_secret_env: Option<String>,
+    /// Client certificate: PEM (certificate and RSA private key) or PFX.
+    #[arg(
+        long,
+        env = "KUBE_KMS_AZURE_CLIENT_CERTIFICATE_FILE",
+        value_name = "FILE"
+    )]
+    pub azure_client_certificate_file: Option<String>,
+    /// File holding the client certificate's password, if it has one.
+    #[arg(
+        long,
+        env = "KUBE_KMS_AZURE_CLIENT_CERTIFICATE_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub azure_client_certificate_password_file: Option<String>,
+    /// AKS's cloud-provider file [default: /etc/kubernetes/azure.json].
+    #[arg(long, env = "KUBE_KMS_AZURE_JSON", value_name = "FILE")]
+    pub azure_json: Option<String>,
+    /// Cloud: public, china, usgovernment or custom [default: azure.json's, else public].
+    #[arg(long, env = "KUBE_KMS_AZURE_CLOUD", value_name = "CLOUD")]
+    pub azure_cloud: Option<String>,
+    /// Entra ID authority, overriding the cloud's, e.g. https://login.microsoftonline.com.
+    #[arg(long, env = "KUBE_KMS_AZURE_AUTHORITY_HOST", value_name = "URL")]
+    pub azure_authority_host: Option<String>,
+    /// Key Vault DNS suffix of a custom cloud, e.g. vault.azure.net.
+    #[arg(long, env = "KUBE_KMS_AZURE_VAULT_SUFFIX", value_name = "DNS")]
+    pub azure_vault_suffix: Option<String>,
+    /// Managed HSM DNS suffix of a custom cloud, e.g. managedhsm.azure.net.
+    #[arg(long, env = "KUBE_KMS_AZURE_MANAGED_HSM_SUFFIX", value_name = "DNS")]
+    pub azure_managed_hsm_suffix: Option<String>,
+    /// Extra CA certificates (PEM) trusted for Key Vault and Entra ID, besides the system's.
+    #[arg(long, env = "KUBE_KMS_AZURE_CA_FILE", value_name = "FILE")]
+    pub azure_ca_file: Option<String>,
+    /// Time one Key Vault operation may take, retries included [default: 2s].
+    #[arg(long, env = "KUBE_KMS_AZURE_CALL_DEADLINE", value_name = "DURATION")]
+    pub azure_call_deadline: Option<String>,
+    /// Time a TCP and TLS connection may take [default: 1s].
+    #[arg(long, env = "KUBE_KMS_AZURE_CONNECT_TIMEOUT", value_name = "DURATION")]
+    pub azure_connect_timeout: Option<String>,
+    /// Time one HTTP attempt may take [default: 2s].
+    #[arg(long, env = "KUBE_KMS_AZURE_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub azure_request_timeout: Option<String>,
+    /// Accept an authentication challenge whose resource is not a parent domain of the vault
+    /// (emulators, private DNS names); true or false [default: false].
+    #[arg(
+        long,
+        env = "KUBE_KMS_AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK",
+        value_name = "BOOL"
+    )]
+    pub azure_insecure_skip_challenge_resource_check: Option<String>,
     /// How often the remote key is read for a new version, e.g. 30s, 1m [default: 1m].
     #[arg(long, env = "KUBE_KMS_REFRESH_INTERVAL", value_name = "DURATION")]
     pub refresh_interval: Option<String>,
@@ -119,6 +230,7 @@ struct FileConfig {
     provider: Option<Scalar>,
     local: Option<LocalFileConfig>,
     pkcs11: Option<Pkcs11FileConfig>,
+    azure: Option<AzureFileConfig>,
     refresh_interval: Option<Scalar>,
     kek_max_encryptions: Option<Scalar>,
     kek_max_age: Option<Scalar>,
@@ -144,6 +256,37 @@ struct Pkcs11FileConfig {
     pin_env: Option<Scalar>,
     key_label: Option<Scalar>,
     decrypt_only_key_labels: Option<ScalarList>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AzureFileConfig {
+    vault_url: Option<Scalar>,
+    key_name: Option<Scalar>,
+    key_version: Option<Scalar>,
+    decrypt_only_keys: Option<ScalarList>,
+    oct_wrap_algorithm: Option<Scalar>,
+    auth: Option<Scalar>,
+    tenant_id: Option<Scalar>,
+    client_id: Option<Scalar>,
+    managed_identity_client_id: Option<Scalar>,
+    managed_identity_object_id: Option<Scalar>,
+    managed_identity_resource_id: Option<Scalar>,
+    federated_token_file: Option<Scalar>,
+    client_secret_file: Option<Scalar>,
+    client_secret_env: Option<Scalar>,
+    client_certificate_file: Option<Scalar>,
+    client_certificate_password_file: Option<Scalar>,
+    azure_json: Option<Scalar>,
+    cloud: Option<Scalar>,
+    authority_host: Option<Scalar>,
+    vault_suffix: Option<Scalar>,
+    managed_hsm_suffix: Option<Scalar>,
+    ca_file: Option<Scalar>,
+    call_deadline: Option<Scalar>,
+    connect_timeout: Option<Scalar>,
+    request_timeout: Option<Scalar>,
+    insecure_skip_challenge_resource_check: Option<Scalar>,
 }
 
 /// A YAML list of scalars, or one string of comma-separated items (as flags and environment
@@ -219,6 +362,8 @@ pub enum ProviderConfig {
     },
     /// A key on a PKCS#11 token.
     Pkcs11(Pkcs11Config),
+    /// A key in Azure Key Vault or Managed HSM.
+    Azure(Box<AzureConfig>),
 }
 
 /// Log output format.
@@ -362,6 +507,120 @@ const PKCS11_DECRYPT_ONLY_KEY_LABELS: Setting = setting!(
     "pkcs11.decrypt_only_key_labels",
     "pkcs11-decrypt-only-key-labels",
     "KUBE_KMS_PKCS11_DECRYPT_ONLY_KEY_LABELS"
+);
+const AZURE_VAULT_URL: Setting = setting!(
+    "azure.vault_url",
+    "azure-vault-url",
+    "KUBE_KMS_AZURE_VAULT_URL"
+);
+const AZURE_KEY_NAME: Setting = setting!(
+    "azure.key_name",
+    "azure-key-name",
+    "KUBE_KMS_AZURE_KEY_NAME"
+);
+const AZURE_KEY_VERSION: Setting = setting!(
+    "azure.key_version",
+    "azure-key-version",
+    "KUBE_KMS_AZURE_KEY_VERSION"
+);
+const AZURE_DECRYPT_ONLY_KEYS: Setting = setting!(
+    "azure.decrypt_only_keys",
+    "azure-decrypt-only-keys",
+    "KUBE_KMS_AZURE_DECRYPT_ONLY_KEYS"
+);
+const AZURE_OCT_WRAP_ALGORITHM: Setting = setting!(
+    "azure.oct_wrap_algorithm",
+    "azure-oct-wrap-algorithm",
+    "KUBE_KMS_AZURE_OCT_WRAP_ALGORITHM"
+);
+const AZURE_AUTH: Setting = setting!("azure.auth", "azure-auth", "KUBE_KMS_AZURE_AUTH");
+const AZURE_TENANT_ID: Setting = setting!(
+    "azure.tenant_id",
+    "azure-tenant-id",
+    "KUBE_KMS_AZURE_TENANT_ID"
+);
+const AZURE_CLIENT_ID: Setting = setting!(
+    "azure.client_id",
+    "azure-client-id",
+    "KUBE_KMS_AZURE_CLIENT_ID"
+);
+const AZURE_MANAGED_IDENTITY_CLIENT_ID: Setting = setting!(
+    "azure.managed_identity_client_id",
+    "azure-managed-identity-client-id",
+    "KUBE_KMS_AZURE_MANAGED_IDENTITY_CLIENT_ID"
+);
+const AZURE_MANAGED_IDENTITY_OBJECT_ID: Setting = setting!(
+    "azure.managed_identity_object_id",
+    "azure-managed-identity-object-id",
+    "KUBE_KMS_AZURE_MANAGED_IDENTITY_OBJECT_ID"
+);
+const AZURE_MANAGED_IDENTITY_RESOURCE_ID: Setting = setting!(
+    "azure.managed_identity_resource_id",
+    "azure-managed-identity-resource-id",
+    "KUBE_KMS_AZURE_MANAGED_IDENTITY_RESOURCE_ID"
+);
+const AZURE_FEDERATED_TOKEN_FILE: Setting = setting!(
+    "azure.federated_token_file",
+    "azure-federated-token-file",
+    "KUBE_KMS_AZURE_FEDERATED_TOKEN_FILE"
+);
+const AZURE_CLIENT_SECRET_FILE: Setting = setting!(
+    "azure.client_secret_file",
+    "azure-client-secret-file",
+    "KUBE_KMS_AZURE_CLIENT_SECRET_FILE"
+);
+const AZURE_CLIENT_SECRET_ENV: Setting = setting!(
+    "azure.client_secret_env",
+    "azure-client-secret-env",
+    "KUBE_KMS_AZURE_CLIENT_SECRET_ENV"
+);
+const AZURE_CLIENT_CERTIFICATE_FILE: Setting = setting!(
+    "azure.client_certificate_file",
+    "azure-client-certificate-file",
+    "KUBE_KMS_AZURE_CLIENT_CERTIFICATE_FILE"
+);
+const AZURE_CLIENT_CERTIFICATE_PASSWORD_FILE: Setting = setting!(
+    "azure.client_certificate_password_file",
+    "azure-client-certificate-password-file",
+    "KUBE_KMS_AZURE_CLIENT_CERTIFICATE_PASSWORD_FILE"
+);
+const AZURE_JSON: Setting = setting!("azure.azure_json", "azure-json", "KUBE_KMS_AZURE_JSON");
+const AZURE_CLOUD: Setting = setting!("azure.cloud", "azure-cloud", "KUBE_KMS_AZURE_CLOUD");
+const AZURE_AUTHORITY_HOST: Setting = setting!(
+    "azure.authority_host",
+    "azure-authority-host",
+    "KUBE_KMS_AZURE_AUTHORITY_HOST"
+);
+const AZURE_VAULT_SUFFIX: Setting = setting!(
+    "azure.vault_suffix",
+    "azure-vault-suffix",
+    "KUBE_KMS_AZURE_VAULT_SUFFIX"
+);
+const AZURE_MANAGED_HSM_SUFFIX: Setting = setting!(
+    "azure.managed_hsm_suffix",
+    "azure-managed-hsm-suffix",
+    "KUBE_KMS_AZURE_MANAGED_HSM_SUFFIX"
+);
+const AZURE_CA_FILE: Setting = setting!("azure.ca_file", "azure-ca-file", "KUBE_KMS_AZURE_CA_FILE");
+const AZURE_CALL_DEADLINE: Setting = setting!(
+    "azure.call_deadline",
+    "azure-call-deadline",
+    "KUBE_KMS_AZURE_CALL_DEADLINE"
+);
+const AZURE_CONNECT_TIMEOUT: Setting = setting!(
+    "azure.connect_timeout",
+    "azure-connect-timeout",
+    "KUBE_KMS_AZURE_CONNECT_TIMEOUT"
+);
+const AZURE_REQUEST_TIMEOUT: Setting = setting!(
+    "azure.request_timeout",
+    "azure-request-timeout",
+    "KUBE_KMS_AZURE_REQUEST_TIMEOUT"
+);
+const AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK: Setting = setting!(
+    "azure.insecure_skip_challenge_resource_check",
+    "azure-insecure-skip-challenge-resource-check",
+    "KUBE_KMS_AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK"
 );
 const REFRESH_INTERVAL: Setting = setting!(
     "refresh_interval",
@@ -507,7 +766,13 @@ impl Config {
                 args,
                 &file.pkcs11.clone().unwrap_or_default(),
             )?),
-            Some(other) => return Err(PROVIDER.invalid(other, "\"local\" or \"pkcs11\"")),
+            Some("azure") => ProviderConfig::Azure(Box::new(resolve_azure(
+                args,
+                &file.azure.clone().unwrap_or_default(),
+            )?)),
+            Some(other) => {
+                return Err(PROVIDER.invalid(other, "\"local\", \"pkcs11\" or \"azure\""));
+            }
         };
         let refresh_interval = match pick(&args.refresh_interval, &file.refresh_interval) {
             Some(value) => parse_duration_in(
@@ -711,6 +976,354 @@ fn resolve_pkcs11(args: &ConfigArgs, file: &Pkcs11FileConfig) -> Result<Pkcs11Co
         key_label,
         decrypt_only_key_labels,
     })
+}
+
+/// The `azure:` settings, checked together: a vault URL and key name, a version choice,
+/// decrypt-only keys, one way to authenticate, a cloud, and the transport's timeouts.
+fn resolve_azure(args: &ConfigArgs, file: &AzureFileConfig) -> Result<AzureConfig, ConfigError> {
+    let pick = |flag: &Option<String>, file: &Option<Scalar>| {
+        flag.clone()
+            .or_else(|| file.as_ref().map(|scalar| scalar.0.clone()))
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    };
+    let required = |setting: &Setting, what: &str| {
+        setting.invalid("", format!("{what} (required by provider azure)"))
+    };
+    let path = |setting: &Setting, value: Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+        value.map(|value| parse_path(setting, &value)).transpose()
+    };
+    let guid = |setting: &Setting, value: Option<String>| -> Result<Option<String>, ConfigError> {
+        match value {
+            Some(value) if is_guid(&value) => Ok(Some(value.to_ascii_lowercase())),
+            Some(value) => Err(setting.invalid(
+                &value,
+                "a GUID such as 00000000-0000-0000-0000-000000000000",
+            )),
+            None => Ok(None),
+        }
+    };
+
+    let vault_url = pick(&args.azure_vault_url, &file.vault_url).ok_or_else(|| {
+        required(
+            &AZURE_VAULT_URL,
+            "the vault's URL, e.g. https://myvault.vault.azure.net/",
+        )
+    })?;
+    parse_vault_url(&vault_url).map_err(|reason| AZURE_VAULT_URL.invalid(&vault_url, reason))?;
+    let key_name = pick(&args.azure_key_name, &file.key_name)
+        .ok_or_else(|| required(&AZURE_KEY_NAME, "the name of the key that wraps new KEKs"))?;
+    let key = KeyRef::new(&vault_url, &key_name)
+        .map_err(|reason| AZURE_KEY_NAME.invalid(&key_name, reason))?;
+    let key_version = match pick(&args.azure_key_version, &file.key_version) {
+        None => KeyVersionChoice::Latest,
+        Some(version) if version == "latest" => KeyVersionChoice::Latest,
+        Some(version) if is_valid_version(&version) => KeyVersionChoice::Pinned(version),
+        Some(version) => {
+            return Err(AZURE_KEY_VERSION.invalid(
+                &version,
+                "\"latest\" or a key version (32 lowercase hex digits)",
+            ));
+        }
+    };
+    let listed = args
+        .azure_decrypt_only_keys
+        .clone()
+        .or_else(|| file.decrypt_only_keys.as_ref().map(|list| list.0.clone()))
+        .unwrap_or_default();
+    let mut decrypt_only_keys: Vec<DecryptOnlyKey> = Vec::new();
+    for entry in listed.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (old, version) = KeyRef::parse_key_url(entry)
+            .map_err(|reason| AZURE_DECRYPT_ONLY_KEYS.invalid(entry, reason))?;
+        let entry_key = DecryptOnlyKey { key: old, version };
+        if entry_key.key == key || decrypt_only_keys.contains(&entry_key) {
+            return Err(AZURE_DECRYPT_ONLY_KEYS.invalid(
+                entry,
+                "keys that appear once and differ from azure.vault_url/azure.key_name (every \
+                 version of that key already decrypts)",
+            ));
+        }
+        decrypt_only_keys.push(entry_key);
+    }
+    let oct_wrap_algorithm =
+        match pick(&args.azure_oct_wrap_algorithm, &file.oct_wrap_algorithm).as_deref() {
+            None | Some("A256KW") => WrapAlgorithm::A256Kw,
+            Some("CKM_AES_KEY_WRAP_PAD") => WrapAlgorithm::CkmAesKeyWrapPad,
+            Some(other) => {
+                return Err(AZURE_OCT_WRAP_ALGORITHM.invalid(
+                    other,
+                    "A256KW or CKM_AES_KEY_WRAP_PAD (RSA keys always use RSA-OAEP-256)",
+                ));
+            }
+        };
+
+    let mode = match pick(&args.azure_auth, &file.auth) {
+        None => AuthMode::Auto,
+        Some(mode) => {
+            AuthMode::parse(&mode).ok_or_else(|| AZURE_AUTH.invalid(&mode, AuthMode::ACCEPTED))?
+        }
+    };
+    let tenant_id = match pick(&args.azure_tenant_id, &file.tenant_id) {
+        Some(tenant) if is_guid(&tenant) || is_dns_name(&tenant) => Some(tenant),
+        Some(tenant) => {
+            return Err(AZURE_TENANT_ID.invalid(
+                &tenant,
+                "a tenant GUID or domain, e.g. contoso.onmicrosoft.com",
+            ));
+        }
+        None => None,
+    };
+    let client_id = guid(
+        &AZURE_CLIENT_ID,
+        pick(&args.azure_client_id, &file.client_id),
+    )?;
+    let managed = [
+        guid(
+            &AZURE_MANAGED_IDENTITY_CLIENT_ID,
+            pick(
+                &args.azure_managed_identity_client_id,
+                &file.managed_identity_client_id,
+            ),
+        )?
+        .map(ManagedId::ClientId),
+        guid(
+            &AZURE_MANAGED_IDENTITY_OBJECT_ID,
+            pick(
+                &args.azure_managed_identity_object_id,
+                &file.managed_identity_object_id,
+            ),
+        )?
+        .map(ManagedId::ObjectId),
+        match pick(
+            &args.azure_managed_identity_resource_id,
+            &file.managed_identity_resource_id,
+        ) {
+            Some(id)
+                if id.starts_with("/subscriptions/")
+                    && id.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Some(ManagedId::ResourceId(id))
+            }
+            Some(id) => {
+                return Err(AZURE_MANAGED_IDENTITY_RESOURCE_ID.invalid(
+                    &id,
+                    "an ARM resource id, /subscriptions/…/userAssignedIdentities/{name}",
+                ));
+            }
+            None => None,
+        },
+    ];
+    let mut managed = managed.into_iter().flatten();
+    let managed_identity = managed.next();
+    if managed.next().is_some() {
+        return Err(AZURE_MANAGED_IDENTITY_CLIENT_ID.invalid(
+            "(several)",
+            "one of azure.managed_identity_client_id, _object_id or _resource_id",
+        ));
+    }
+    let client_secret = match (
+        pick(&args.azure_client_secret_file, &file.client_secret_file),
+        pick(&args.azure_client_secret_env, &file.client_secret_env),
+    ) {
+        (Some(path), None) => Some(SecretSource::File(parse_path(
+            &AZURE_CLIENT_SECRET_FILE,
+            &path,
+        )?)),
+        (None, Some(name)) => {
+            let valid = name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                // Not echoed: someone may have put the secret itself here.
+                return Err(AZURE_CLIENT_SECRET_ENV.invalid(
+                    "(not shown)",
+                    "the NAME of an environment variable that holds the secret \
+                     ([A-Za-z_][A-Za-z0-9_]*), never the secret itself",
+                ));
+            }
+            Some(SecretSource::Env(name))
+        }
+        (Some(path), Some(_)) => {
+            return Err(AZURE_CLIENT_SECRET_FILE.invalid(
+                &path,
+                "either a secret file or azure.client_secret_env, not both",
+            ));
+        }
+        (None, None) => None,
+    };
+    let auth = AuthSettings {
+        mode,
+        tenant_id,
+        client_id,
+        managed_identity,
+        federated_token_file: path(
+            &AZURE_FEDERATED_TOKEN_FILE,
+            pick(&args.azure_federated_token_file, &file.federated_token_file),
+        )?,
+        client_secret,
+        client_certificate_file: path(
+            &AZURE_CLIENT_CERTIFICATE_FILE,
+            pick(
+                &args.azure_client_certificate_file,
+                &file.client_certificate_file,
+            ),
+        )?,
+        client_certificate_password: path(
+            &AZURE_CLIENT_CERTIFICATE_PASSWORD_FILE,
+            pick(
+                &args.azure_client_certificate_password_file,
+                &file.client_certificate_password_file,
+            ),
+        )?
+        .map(SecretSource::File),
+        azure_json: path(&AZURE_JSON, pick(&args.azure_json, &file.azure_json))?
+            .unwrap_or_else(|| PathBuf::from(crate::provider::azure::auth::DEFAULT_AZURE_JSON)),
+    };
+
+    let cloud = match pick(&args.azure_cloud, &file.cloud) {
+        None => None,
+        Some(name) => Some(
+            CloudName::parse(&name)
+                .ok_or_else(|| AZURE_CLOUD.invalid(&name, CloudName::ACCEPTED))?,
+        ),
+    };
+    let authority_host = match pick(&args.azure_authority_host, &file.authority_host) {
+        None => None,
+        Some(url) => {
+            parse_vault_url(&url).map_err(|_| {
+                AZURE_AUTHORITY_HOST.invalid(
+                    &url,
+                    "an https URL without a path, e.g. https://login.microsoftonline.com",
+                )
+            })?;
+            Some(url.trim_end_matches('/').to_owned())
+        }
+    };
+    let suffix = |setting: &Setting, value: Option<String>| match value {
+        None => Ok(None),
+        Some(value) => {
+            let trimmed = value.trim_start_matches('.').to_ascii_lowercase();
+            if is_dns_name(&trimmed) {
+                Ok(Some(trimmed))
+            } else {
+                Err(setting.invalid(&value, "a DNS suffix such as vault.azure.net"))
+            }
+        }
+    };
+    let vault_suffix = suffix(
+        &AZURE_VAULT_SUFFIX,
+        pick(&args.azure_vault_suffix, &file.vault_suffix),
+    )?;
+    let managed_hsm_suffix = suffix(
+        &AZURE_MANAGED_HSM_SUFFIX,
+        pick(&args.azure_managed_hsm_suffix, &file.managed_hsm_suffix),
+    )?;
+    if cloud == Some(CloudName::Custom) {
+        if authority_host.is_none() {
+            return Err(required(
+                &AZURE_AUTHORITY_HOST,
+                "the authority of azure.cloud custom",
+            ));
+        }
+        if vault_suffix.is_none() {
+            return Err(required(
+                &AZURE_VAULT_SUFFIX,
+                "the vault DNS suffix of azure.cloud custom",
+            ));
+        }
+    }
+
+    let duration =
+        |setting: &Setting, value: Option<String>, min: u64, max: u64, default: Duration| {
+            match value {
+                Some(value) => parse_duration_in(
+                    setting,
+                    &value,
+                    Duration::from_millis(min),
+                    Duration::from_millis(max),
+                ),
+                None => Ok(default),
+            }
+        };
+    let defaults = crate::provider::azure::client::TransportOptions::default();
+    let mut retry = crate::provider::azure::retry::RetryPolicy::DEFAULT;
+    retry.deadline = duration(
+        &AZURE_CALL_DEADLINE,
+        pick(&args.azure_call_deadline, &file.call_deadline),
+        100,
+        30_000,
+        retry.deadline,
+    )?;
+    let transport = crate::provider::azure::client::TransportOptions {
+        ca_file: path(&AZURE_CA_FILE, pick(&args.azure_ca_file, &file.ca_file))?,
+        connect_timeout: duration(
+            &AZURE_CONNECT_TIMEOUT,
+            pick(&args.azure_connect_timeout, &file.connect_timeout),
+            10,
+            30_000,
+            defaults.connect_timeout,
+        )?,
+        request_timeout: duration(
+            &AZURE_REQUEST_TIMEOUT,
+            pick(&args.azure_request_timeout, &file.request_timeout),
+            10,
+            60_000,
+            defaults.request_timeout,
+        )?,
+    };
+    let insecure_skip_challenge_resource_check = match pick(
+        &args.azure_insecure_skip_challenge_resource_check,
+        &file.insecure_skip_challenge_resource_check,
+    )
+    .as_deref()
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(
+                AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK.invalid(other, "true or false")
+            );
+        }
+    };
+    Ok(AzureConfig {
+        key,
+        key_version,
+        decrypt_only_keys,
+        oct_wrap_algorithm,
+        auth,
+        cloud,
+        authority_host,
+        vault_suffix,
+        managed_hsm_suffix,
+        transport,
+        retry,
+        insecure_skip_challenge_resource_check,
+    })
+}
+
+/// Whether `value` is a GUID: 8-4-4-4-12 hex digits.
+fn is_guid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether `value` is a DNS name of at least two labels.
+fn is_dns_name(value: &str) -> bool {
+    value.len() <= 253
+        && value.contains('.')
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -973,10 +1586,7 @@ mod tests {
             ("kek_max_encryptions: 4294967297", "from 1 to 4294967296"),
             ("kek_max_age: 100d", "kek_max_age"),
             ("cache_size: -1", "cache_size"),
-            (
-                "provider: azure",
-                "provider (--provider / KUBE_KMS_PROVIDER)",
-            ),
+            ("provider: aws", "provider (--provider / KUBE_KMS_PROVIDER)"),
             ("socket_mode: \"0666\"", "\"0600\" or \"0660\""),
             ("log_format: xml", "\"text\" or \"json\""),
             ("log_level: loud", "error, warn, info, debug or trace"),
@@ -1117,7 +1727,7 @@ mod tests {
             (with("[kek-1, kek-0]", "[kek-1, kek-1]"), "appear once"),
             (
                 with("provider: pkcs11", "provider: hsm"),
-                "\"local\" or \"pkcs11\"",
+                "\"local\", \"pkcs11\" or \"azure\"",
             ),
             (
                 with("key_label: kek-2", "key_label: kek-2\n  pin: 1234"),
@@ -1190,5 +1800,189 @@ mod tests {
         let error = error_of(&yaml, &ConfigArgs::default());
         assert!(error.contains("pkcs11.pin_env"), "{error}");
         assert!(!error.contains("123456"), "{error}");
+    }
+
+    const AZURE_YAML: &str = "provider: azure\nazure:\n  \
+        vault_url: https://kv.vault.azure.net/\n  key_name: kek\n  \
+        client_id: 0b3c4e1a-0000-4000-8000-000000000001\n  \
+        tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47\n  \
+        client_secret_file: /etc/kube-kms/secret\n";
+
+    fn azure_of(config: Config) -> AzureConfig {
+        match config.provider {
+            ProviderConfig::Azure(azure) => *azure,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn azure_settings_come_from_the_file_flags_and_environment() {
+        let azure =
+            azure_of(Config::from_yaml(AZURE_YAML, &ConfigArgs::default(), &env()).unwrap());
+        assert_eq!(azure.key.host(), "kv.vault.azure.net");
+        assert_eq!(azure.key.name(), "kek");
+        assert_eq!(azure.key_version, KeyVersionChoice::Latest);
+        assert_eq!(azure.auth.mode, AuthMode::Auto);
+        assert_eq!(
+            azure.auth.client_secret,
+            Some(SecretSource::File("/etc/kube-kms/secret".into()))
+        );
+        assert_eq!(
+            azure.auth.azure_json,
+            PathBuf::from("/etc/kubernetes/azure.json")
+        );
+        assert_eq!(azure.retry.deadline, Duration::from_secs(2));
+        assert_eq!(azure.transport.connect_timeout, Duration::from_secs(1));
+        assert_eq!(azure.oct_wrap_algorithm, WrapAlgorithm::A256Kw);
+        assert!(!azure.insecure_skip_challenge_resource_check);
+
+        let version = "0123456789abcdef0123456789abcdef";
+        let yaml = format!(
+            "{AZURE_YAML}  decrypt_only_keys:\n    - https://old.vault.azure.net/keys/kek\n    \
+             - https://kv.vault.azure.net/keys/older/{version}\n  cloud: china\n  \
+             ca_file: /etc/kube-kms/ca.pem\n  call_deadline: 1500ms\n"
+        )
+        .replace("kv.vault.azure.net/\n", "kv.vault.azure.cn/\n");
+        let args = ConfigArgs {
+            azure_key_version: Some(version.into()),
+            azure_auth: Some("managed-identity".into()),
+            azure_managed_identity_resource_id: Some(
+                "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/kms".into(),
+            ),
+            azure_oct_wrap_algorithm: Some("CKM_AES_KEY_WRAP_PAD".into()),
+            azure_insecure_skip_challenge_resource_check: Some("true".into()),
+            ..Default::default()
+        };
+        let azure = azure_of(Config::from_yaml(&yaml, &args, &env()).unwrap());
+        assert_eq!(azure.key_version, KeyVersionChoice::Pinned(version.into()));
+        assert_eq!(azure.auth.mode, AuthMode::ManagedIdentity);
+        assert!(matches!(
+            azure.auth.managed_identity,
+            Some(ManagedId::ResourceId(_))
+        ));
+        assert_eq!(azure.decrypt_only_keys.len(), 2);
+        assert_eq!(azure.decrypt_only_keys[0].key.host(), "old.vault.azure.net");
+        assert_eq!(azure.decrypt_only_keys[0].version, None);
+        assert_eq!(azure.decrypt_only_keys[1].version.as_deref(), Some(version));
+        assert_eq!(azure.retry.deadline, Duration::from_millis(1500));
+        assert_eq!(
+            azure.transport.ca_file,
+            Some(PathBuf::from("/etc/kube-kms/ca.pem"))
+        );
+        assert_eq!(azure.oct_wrap_algorithm, WrapAlgorithm::CkmAesKeyWrapPad);
+        assert!(azure.insecure_skip_challenge_resource_check);
+        // The China cloud setting resolves to the China hosts.
+        assert_eq!(azure.cloud, Some(CloudName::China));
+        let cloud = azure.effective_cloud(None).unwrap();
+        assert_eq!(cloud.authority_host(), "https://login.chinacloudapi.cn");
+        assert_eq!(cloud.vault_suffix(), "vault.azure.cn");
+        assert_eq!(cloud.managed_hsm_suffix(), "managedhsm.azure.cn");
+        assert!(cloud.owns_host(azure.key.host()));
+    }
+
+    #[test]
+    fn every_bad_azure_value_names_its_setting() {
+        let without = |line: &str| AZURE_YAML.replace(line, "");
+        let with = |from: &str, to: &str| AZURE_YAML.replace(from, to);
+        let cases = [
+            (
+                without("  vault_url: https://kv.vault.azure.net/\n"),
+                "azure.vault_url (--azure-vault-url / KUBE_KMS_AZURE_VAULT_URL)",
+            ),
+            (
+                with("https://kv.vault.azure.net/", "http://kv.vault.azure.net/"),
+                "an https URL",
+            ),
+            (without("  key_name: kek\n"), "azure.key_name"),
+            (
+                with("key_name: kek", "key_name: k_e_k"),
+                "letters, digits and dashes",
+            ),
+            (
+                format!("{AZURE_YAML}  key_version: v2\n"),
+                "\"latest\" or a key version",
+            ),
+            (
+                format!("{AZURE_YAML}  decrypt_only_keys: [https://kv.vault.azure.net/keys/kek]\n"),
+                "differ from azure.vault_url/azure.key_name",
+            ),
+            (
+                format!(
+                    "{AZURE_YAML}  decrypt_only_keys: [https://kv.vault.azure.net/secrets/x]\n"
+                ),
+                "azure.decrypt_only_keys",
+            ),
+            (format!("{AZURE_YAML}  auth: password\n"), "azure.auth"),
+            (
+                with(
+                    "client_id: 0b3c4e1a-0000-4000-8000-000000000001",
+                    "client_id: app",
+                ),
+                "a GUID",
+            ),
+            (
+                with(
+                    "tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47",
+                    "tenant_id: \"x y\"",
+                ),
+                "azure.tenant_id",
+            ),
+            (format!("{AZURE_YAML}  client_secret_env: S\n"), "not both"),
+            (format!("{AZURE_YAML}  cloud: mars\n"), "azure.cloud"),
+            (
+                format!("{AZURE_YAML}  cloud: custom\n"),
+                "azure.authority_host",
+            ),
+            (
+                format!("{AZURE_YAML}  cloud: custom\n  authority_host: https://login.example\n"),
+                "azure.vault_suffix",
+            ),
+            (
+                format!("{AZURE_YAML}  authority_host: https://login.example/tenant\n"),
+                "without a path",
+            ),
+            (
+                format!("{AZURE_YAML}  call_deadline: 2\n"),
+                "azure.call_deadline",
+            ),
+            (
+                format!("{AZURE_YAML}  connect_timeout: 0s\n"),
+                "azure.connect_timeout",
+            ),
+            (
+                format!("{AZURE_YAML}  oct_wrap_algorithm: RSA1_5\n"),
+                "A256KW or CKM_AES_KEY_WRAP_PAD",
+            ),
+            (
+                format!("{AZURE_YAML}  insecure_skip_challenge_resource_check: maybe\n"),
+                "true or false",
+            ),
+            (
+                format!(
+                    "{AZURE_YAML}  managed_identity_client_id: 0b3c4e1a-0000-4000-8000-000000000002\n  \
+                     managed_identity_object_id: 0b3c4e1a-0000-4000-8000-000000000003\n"
+                ),
+                "one of azure.managed_identity_client_id",
+            ),
+            (
+                format!("{AZURE_YAML}  client_secret: hunter2\n"),
+                "client_secret",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let error = error_of(&yaml, &ConfigArgs::default());
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_secret_given_where_a_variable_name_belongs_is_not_echoed() {
+        let yaml = AZURE_YAML.replace(
+            "client_secret_file: /etc/kube-kms/secret",
+            "client_secret_env: \"Zx8~q.secret-value\"",
+        );
+        let error = error_of(&yaml, &ConfigArgs::default());
+        assert!(error.contains("azure.client_secret_env"), "{error}");
+        assert!(!error.contains("secret-value"), "{error}");
     }
 }

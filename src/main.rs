@@ -16,6 +16,7 @@ use kube_kms::config::{Config, ConfigArgs, DefaultsEnv, LogFormat, ProviderConfi
 use kube_kms::envelope::Envelope;
 use kube_kms::ops::{self, metrics::Metrics};
 use kube_kms::provider::KeyProvider;
+use kube_kms::provider::azure::{AzureKeyVaultProvider, auth::AzureEnv};
 use kube_kms::provider::instrumented::Instrumented;
 use kube_kms::provider::local::{self, LocalKeyRing};
 use kube_kms::provider::pkcs11::{self, NewKeyType, Pkcs11Config, Pkcs11Provider};
@@ -156,6 +157,12 @@ async fn run(cli: Cli, hardening: kube_kms::hardening::Report) -> anyhow::Result
             let key_dir = match &config.provider {
                 ProviderConfig::Local { key_dir } => key_dir,
                 ProviderConfig::Pkcs11(pkcs11) => return pkcs11_keys(&action, pkcs11).await,
+                ProviderConfig::Azure(azure) => bail!(
+                    "an Azure key is created and rotated in Key Vault itself, e.g. `az keyvault \
+                     key rotate --id {}`; with azure.key_version latest a running plugin moves \
+                     to the new version at its next refresh (or at once on SIGHUP)",
+                    azure.key.vault_url() + "keys/" + azure.key.name()
+                ),
             };
             match action {
                 KeysAction::Create { .. } => {
@@ -244,6 +251,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Pkcs11Provider::open(pkcs11.clone())
                 .await
                 .with_context(|| format!("cannot use PKCS#11 key {:?}", pkcs11.key_label))?,
+        ),
+        // Credentials are read here; the key is read and checked by the first refresh, which
+        // says exactly what is wrong with it.
+        ProviderConfig::Azure(azure) => Arc::new(
+            AzureKeyVaultProvider::new_with_env((**azure).clone(), &AzureEnv::process())
+                .with_context(|| format!("cannot use Azure {}", azure.key))?,
         ),
     };
     let metrics = Arc::new(Metrics::new());
