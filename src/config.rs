@@ -20,6 +20,7 @@ use crate::provider::azure::client::WrapAlgorithm;
 use crate::provider::azure::cloud::CloudName;
 use crate::provider::azure::key_id::{KeyRef, is_valid_version, parse_vault_url};
 use crate::provider::azure::{AzureConfig, DecryptOnlyKey, KeyVersionChoice};
+use crate::provider::guard::GuardPolicy;
 use crate::provider::pkcs11::{PinSource, Pkcs11Config, TokenSelector, is_valid_key_label};
 
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes including the NUL).
@@ -207,6 +208,13 @@ pub struct ConfigArgs {
     /// Unwrapped KEKs kept in memory [default: 1000].
     #[arg(long, env = "KUBE_KMS_CACHE_SIZE", value_name = "N")]
     pub cache_size: Option<String>,
+    /// The longest one call to the key service may take, retries included; keep it inside
+    /// kube-apiserver's 3 s call timeout [default: 2500ms].
+    #[arg(long, env = "KUBE_KMS_REMOTE_TIMEOUT", value_name = "DURATION")]
+    pub remote_timeout: Option<String>,
+    /// Unwraps of distinct KEKs sent to the key service at once [default: 8].
+    #[arg(long, env = "KUBE_KMS_MAX_CONCURRENT_UNWRAPS", value_name = "N")]
+    pub max_concurrent_unwraps: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "KUBE_KMS_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -235,6 +243,8 @@ struct FileConfig {
     kek_max_encryptions: Option<Scalar>,
     kek_max_age: Option<Scalar>,
     cache_size: Option<Scalar>,
+    remote_timeout: Option<Scalar>,
+    max_concurrent_unwraps: Option<Scalar>,
     log_format: Option<Scalar>,
     log_level: Option<Scalar>,
     health_address: Option<Scalar>,
@@ -396,6 +406,8 @@ pub struct Config {
     pub rotation: RotationPolicy,
     /// How many unwrapped KEKs are kept.
     pub cache_size: NonZeroUsize,
+    /// Deadlines, unwrap concurrency and the circuit breaker around the key service.
+    pub guard: GuardPolicy,
     /// Log format.
     pub log_format: LogFormat,
     /// Log level (a tracing level name).
@@ -634,6 +646,16 @@ const KEK_MAX_ENCRYPTIONS: Setting = setting!(
 );
 const KEK_MAX_AGE: Setting = setting!("kek_max_age", "kek-max-age", "KUBE_KMS_KEK_MAX_AGE");
 const CACHE_SIZE: Setting = setting!("cache_size", "cache-size", "KUBE_KMS_CACHE_SIZE");
+const REMOTE_TIMEOUT: Setting = setting!(
+    "remote_timeout",
+    "remote-timeout",
+    "KUBE_KMS_REMOTE_TIMEOUT"
+);
+const MAX_CONCURRENT_UNWRAPS: Setting = setting!(
+    "max_concurrent_unwraps",
+    "max-concurrent-unwraps",
+    "KUBE_KMS_MAX_CONCURRENT_UNWRAPS"
+);
 const LOG_FORMAT: Setting = setting!("log_format", "log-format", "KUBE_KMS_LOG_FORMAT");
 const LOG_LEVEL: Setting = setting!("log_level", "log-level", "KUBE_KMS_LOG_LEVEL");
 const HEALTH_ADDRESS: Setting = setting!(
@@ -805,6 +827,25 @@ impl Config {
             Some(value) => parse_number_in(&CACHE_SIZE, &value, 1, 1_000_000)?,
             None => 1000,
         };
+        let call_deadline = match pick(&args.remote_timeout, &file.remote_timeout) {
+            Some(value) => parse_duration_in(
+                &REMOTE_TIMEOUT,
+                &value,
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+            )?,
+            None => GuardPolicy::DEFAULT.call_deadline,
+        };
+        let max_concurrent_unwraps =
+            match pick(&args.max_concurrent_unwraps, &file.max_concurrent_unwraps) {
+                Some(value) => parse_number_in(&MAX_CONCURRENT_UNWRAPS, &value, 1, 256)?,
+                None => GuardPolicy::DEFAULT.max_concurrent_unwraps as u64,
+            };
+        let guard = GuardPolicy {
+            call_deadline,
+            max_concurrent_unwraps: usize::try_from(max_concurrent_unwraps).unwrap_or(8),
+            ..GuardPolicy::DEFAULT
+        };
         let log_format = match pick(&args.log_format, &file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -846,6 +887,7 @@ impl Config {
             },
             cache_size: NonZeroUsize::new(usize::try_from(cache_size).unwrap_or(1000))
                 .unwrap_or(NonZeroUsize::MIN),
+            guard,
             log_format,
             log_level,
         })
@@ -1586,6 +1628,8 @@ mod tests {
             ("kek_max_encryptions: 4294967297", "from 1 to 4294967296"),
             ("kek_max_age: 100d", "kek_max_age"),
             ("cache_size: -1", "cache_size"),
+            ("remote_timeout: 20s", "a duration from 100ms to 10s"),
+            ("max_concurrent_unwraps: 0", "max_concurrent_unwraps"),
             ("provider: aws", "provider (--provider / KUBE_KMS_PROVIDER)"),
             ("socket_mode: \"0666\"", "\"0600\" or \"0660\""),
             ("log_format: xml", "\"text\" or \"json\""),

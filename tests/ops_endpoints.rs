@@ -37,7 +37,7 @@ async fn plugin_with_ops() -> (TestPlugin, std::net::SocketAddr) {
     let address = listener.local_addr().unwrap();
     tokio::spawn(ops::serve(
         listener,
-        Arc::clone(&plugin.envelope),
+        ops::Target::started(Arc::clone(&plugin.envelope)),
         Arc::clone(&plugin.metrics),
         std::future::pending(),
     ));

@@ -14,9 +14,12 @@ pub mod cache;
 pub mod format;
 pub mod kek;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -24,6 +27,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use zeroize::Zeroizing;
 
 use crate::crypto::SecretKey;
+use crate::provider::guard::REQUEST_DEADLINE;
 use crate::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use cache::{CacheStats, KekCache};
 use format::{FormatError, WrappedKekRef};
@@ -156,6 +160,10 @@ pub struct Envelope {
     refresh_state: Mutex<RefreshState>,
     rotations_key_changed: AtomicU64,
     rotations_spent: AtomicU64,
+    /// Set while the key service says the key may not be used; checked on every call.
+    revoked: AtomicBool,
+    /// Why, while `revoked` is set.
+    revocation: Mutex<Option<String>>,
 }
 
 impl Envelope {
@@ -183,12 +191,15 @@ impl Envelope {
             }),
             rotations_key_changed: AtomicU64::new(0),
             rotations_spent: AtomicU64::new(0),
+            revoked: AtomicBool::new(false),
+            revocation: Mutex::new(None),
         })
     }
 
     /// v2 Encrypt: seals `plaintext` with the active KEK.
     pub async fn encrypt(&self, plaintext: &[u8]) -> Result<Sealed, EnvelopeError> {
         format::check_plaintext(plaintext, format::MAX_V2_PLAINTEXT_LEN)?;
+        self.check_not_revoked()?;
         let active = self.active_for_encrypt().await?;
         let mut ciphertext = Vec::with_capacity(1 + crate::crypto::SEAL_OVERHEAD + plaintext.len());
         ciphertext.push(format::V2_CIPHERTEXT_FORMAT);
@@ -214,6 +225,7 @@ impl Envelope {
         let parsed = format::parse_v2_ciphertext(ciphertext)?;
         let wrapped = format::parse_annotations(annotations)?;
         let kek = self.kek_for(wrapped).await?;
+        self.check_not_revoked()?;
         format::with_v2_aad(key_id, |aad| kek.gcm().open(aad, parsed.sealed))
             .map_err(|_| EnvelopeError::Authentication)
     }
@@ -221,6 +233,7 @@ impl Envelope {
     /// v1 Encrypt: seals `plaintext` into a self-contained blob (v1 has no annotations).
     pub async fn encrypt_v1(&self, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
         format::check_plaintext(plaintext, format::MAX_V1_PLAINTEXT_LEN)?;
+        self.check_not_revoked()?;
         let active = self.active_for_encrypt().await?;
         let header = &active.v1_header;
         let mut blob =
@@ -234,6 +247,7 @@ impl Envelope {
     pub async fn decrypt_v1(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let parsed = format::parse_v1_blob(blob)?;
         let kek = self.kek_for(parsed.kek).await?;
+        self.check_not_revoked()?;
         kek.gcm()
             .open(parsed.header, parsed.sealed)
             .map_err(|_| EnvelopeError::Authentication)
@@ -243,11 +257,65 @@ impl Envelope {
     /// revoked. Makes no remote call.
     pub async fn health(&self) -> Health {
         let key_id = self.active().key.key_id().to_owned();
+        if let Some(reason) = self.revocation() {
+            return Health {
+                healthz: format!("key revoked: {reason}"),
+                key_id,
+            };
+        }
         let healthz = match self.provider.health().await {
             ProviderHealth::Ok | ProviderHealth::Degraded { .. } => "ok".to_owned(),
-            ProviderHealth::Revoked { reason } => reason,
+            ProviderHealth::Revoked { reason } => format!("key revoked: {reason}"),
         };
         Health { healthz, key_id }
+    }
+
+    /// Why the key may not be used, while the key service says so.
+    pub fn revocation(&self) -> Option<String> {
+        if !self.revoked.load(Ordering::Acquire) {
+            return None;
+        }
+        self.revocation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn check_not_revoked(&self) -> Result<(), EnvelopeError> {
+        match self.revocation() {
+            None => Ok(()),
+            Some(reason) => Err(ProviderError::Revoked { reason }.into()),
+        }
+    }
+
+    /// The key service said the key may not be used: refuse every call from now on, drop every
+    /// cached KEK (each is zeroized when its last in-flight user finishes) and replace the
+    /// active KEK by one that was never wrapped and is never used.
+    fn revoke(&self, reason: &str) {
+        *self
+            .revocation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason.to_owned());
+        let newly = !self.revoked.swap(true, Ordering::AcqRel);
+        self.cache.clear();
+        let key = self.active().key.clone();
+        if let Ok(placeholder) = SecretKey::generate() {
+            *self
+                .active
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(ActiveKek::new(
+                key,
+                Arc::new(Kek::new(placeholder)),
+                b"revoked",
+            ));
+        }
+        if newly {
+            tracing::error!(
+                provider = self.provider.kind(),
+                %reason,
+                "key revoked by the key service: refusing Encrypt and Decrypt, cached KEKs dropped"
+            );
+        }
     }
 
     /// Asks the provider for its current key and rotates the local KEK if the key changed or
@@ -275,9 +343,31 @@ impl Envelope {
     }
 
     async fn refresh_and_rotate(&self) -> Result<KeyVersion, EnvelopeError> {
+        let result = self.refresh_and_rotate_once().await;
+        if let Err(EnvelopeError::Provider(ProviderError::Revoked { reason })) = &result {
+            self.revoke(reason);
+        }
+        result
+    }
+
+    async fn refresh_and_rotate_once(&self) -> Result<KeyVersion, EnvelopeError> {
         let key = self.provider.refresh().await?;
         let active = self.active();
-        if active.key != key {
+        if self.revoked.load(Ordering::Acquire) {
+            // The key is usable again: a fresh KEK, then serve.
+            let reason = if active.key == key {
+                RotationReason::Spent
+            } else {
+                RotationReason::KeyChanged
+            };
+            self.rotate(&active, key, reason).await?;
+            self.revoked.store(false, Ordering::Release);
+            *self
+                .revocation
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+            tracing::info!(provider = self.provider.kind(), "key usable again: serving");
+        } else if active.key != key {
             self.rotate(&active, key, RotationReason::KeyChanged)
                 .await?;
         } else if active.nearly_spent(&self.policy) {
@@ -334,7 +424,12 @@ impl Envelope {
             return Ok(active);
         }
         let key = active.key.clone();
-        self.rotate(&active, key, RotationReason::Spent).await?;
+        if let Err(error) = self.rotate(&active, key, RotationReason::Spent).await {
+            if let EnvelopeError::Provider(ProviderError::Revoked { reason }) = &error {
+                self.revoke(reason);
+            }
+            return Err(error);
+        }
         let rotated = self.active();
         if rotated.try_use(&self.policy) {
             Ok(rotated)
@@ -387,8 +482,14 @@ impl Envelope {
                 let provider = Arc::clone(&self.provider);
                 let version = wrapped.version.to_owned();
                 let wrapped = wrapped.wrapped.to_vec();
+                // The unwrap runs in its own task: carry the caller's gRPC deadline into it.
+                let deadline = REQUEST_DEADLINE.try_with(|deadline| *deadline).ok();
                 async move {
-                    let secret = provider.unwrap(&version, &wrapped).await?;
+                    let unwrap = provider.unwrap(&version, &wrapped);
+                    let secret = match deadline {
+                        Some(deadline) => REQUEST_DEADLINE.scope(deadline, unwrap).await?,
+                        None => unwrap.await?,
+                    };
                     Ok(Arc::new(Kek::new(secret)))
                 }
             })

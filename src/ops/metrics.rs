@@ -170,14 +170,17 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The exposition of every metric (OpenMetrics text), with `envelope`'s state read now.
-    /// Makes no remote call.
-    pub async fn render(&self, envelope: &Envelope) -> String {
-        let snapshot = envelope.snapshot().await;
+    /// The exposition of every metric (OpenMetrics text), with `envelope`'s state read now
+    /// (none while the plugin is still starting). Makes no remote call.
+    pub async fn render(&self, envelope: Option<&Envelope>) -> String {
+        let snapshot = match envelope {
+            Some(envelope) => Some(envelope.snapshot().await),
+            None => None,
+        };
         *self
             .latest
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(snapshot);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

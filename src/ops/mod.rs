@@ -8,7 +8,7 @@ pub mod health;
 pub mod metrics;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -20,29 +20,58 @@ use tokio::net::TcpListener;
 use crate::envelope::Envelope;
 use metrics::Metrics;
 
+/// What the endpoints report on: the envelope once the plugin can serve, and until then why not.
+#[derive(Default)]
+pub struct Target {
+    envelope: OnceLock<Arc<Envelope>>,
+    starting: Mutex<String>,
+}
+
+impl Target {
+    /// A target for a plugin that can serve already.
+    pub fn started(envelope: Arc<Envelope>) -> Arc<Self> {
+        let target = Self::default();
+        let _ = target.envelope.set(envelope);
+        Arc::new(target)
+    }
+
+    /// Records why the plugin cannot serve yet (shown by /readyz).
+    pub fn starting(&self, reason: impl Into<String>) {
+        *self
+            .starting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = reason.into();
+    }
+
+    /// The plugin can serve with `envelope`.
+    pub fn start(&self, envelope: Arc<Envelope>) {
+        let _ = self.envelope.set(envelope);
+    }
+}
+
 #[derive(Clone)]
 struct OpsState {
-    envelope: Arc<Envelope>,
+    target: Arc<Target>,
     metrics: Arc<Metrics>,
 }
 
 /// The router for the operations endpoints.
-pub fn router(envelope: Arc<Envelope>, metrics: Arc<Metrics>) -> Router {
+pub fn router(target: Arc<Target>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(OpsState { envelope, metrics })
+        .with_state(OpsState { target, metrics })
 }
 
 /// Serves the operations endpoints on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    envelope: Arc<Envelope>,
+    target: Arc<Target>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(envelope, metrics))
+    axum::serve(listener, router(target, metrics))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -52,10 +81,22 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
-    let readiness = health::readiness(
-        &state.envelope.snapshot().await,
-        std::time::SystemTime::now(),
-    );
+    let readiness = match state.target.envelope.get() {
+        Some(envelope) => {
+            health::readiness(&envelope.snapshot().await, std::time::SystemTime::now())
+        }
+        None => health::Readiness {
+            ready: false,
+            report: format!(
+                "status: starting: {}\n",
+                state
+                    .target
+                    .starting
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            ),
+        },
+    };
     let code = if readiness.ready {
         StatusCode::OK
     } else {
@@ -69,7 +110,10 @@ async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<OpsState>) -> impl IntoResponse {
-    let text = state.metrics.render(&state.envelope).await;
+    let text = state
+        .metrics
+        .render(state.target.envelope.get().map(Arc::as_ref))
+        .await;
     (
         [(
             header::CONTENT_TYPE,

@@ -7,6 +7,8 @@
 //! attacker input read from etcd, and a provider resolves it only within its own configuration.
 
 pub mod azure;
+pub mod chain;
+pub mod guard;
 pub mod instrumented;
 pub mod local;
 pub mod pkcs11;

@@ -4,6 +4,7 @@
 //! [`serve`] takes its listener, envelope and shutdown signal from the caller, so tests bind a
 //! temporary socket and stop the server when they choose.
 
+pub mod deadline;
 pub mod errors;
 pub mod refresher;
 pub mod socket;
@@ -37,8 +38,15 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// plugin (and its socket) up for ever.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// Concurrent requests handled per connection; kube-apiserver uses one connection.
+/// Concurrent requests handled per connection; kube-apiserver uses one connection. Also the
+/// HTTP/2 stream limit the server advertises, so a client queues further calls on its side
+/// instead of opening streams the server would only hold.
 pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+/// Concurrent requests handled over all connections together: however many connections a
+/// local client opens, at most this many calls (each ≤ [`MAX_MESSAGE_BYTES`]) are in progress;
+/// the rest wait, within their deadline, for a slot.
+pub const MAX_IN_FLIGHT_REQUESTS: usize = 4096;
 
 /// Serves both KMS APIs on `listener` until `shutdown` completes, then stops accepting and
 /// waits for in-flight calls to finish. Every request is counted in `metrics`.
@@ -97,8 +105,12 @@ async fn serve_with<S: V2Api>(
     };
     let serving = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(bad_input_codes))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_IN_FLIGHT_REQUESTS,
+        ))
         .timeout(CALL_TIMEOUT)
         .concurrency_limit_per_connection(MAX_CONCURRENT_REQUESTS)
+        .max_concurrent_streams(u32::try_from(MAX_CONCURRENT_REQUESTS).ok())
         .add_service(v2)
         .add_optional_service(v1)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::deadline;
 use super::errors::to_status;
 use crate::envelope::Envelope;
 use crate::ops::metrics::{Metrics, RequestTimer};
@@ -67,15 +68,18 @@ impl KeyManagementService for KmsV1 {
         request: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
         let timer = RequestTimer::start(&self.metrics, "v1beta1.Decrypt");
+        let deadline = deadline::of(&request);
         let request = request.into_inner();
-        timer.finish(match self.envelope.decrypt_v1(&request.cipher).await {
-            Ok(plain) => Ok(Response::new(DecryptResponse {
-                plain: plain.to_vec(),
-            })),
-            Err(error) => {
-                tracing::debug!(%error, "v1 decrypt refused");
-                Err(to_status(&error))
-            }
-        })
+        timer.finish(
+            match deadline::within(deadline, self.envelope.decrypt_v1(&request.cipher)).await {
+                Ok(plain) => Ok(Response::new(DecryptResponse {
+                    plain: plain.to_vec(),
+                })),
+                Err(error) => {
+                    tracing::debug!(%error, "v1 decrypt refused");
+                    Err(to_status(&error))
+                }
+            },
+        )
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::deadline;
 use super::errors::to_status;
 use crate::envelope::Envelope;
 use crate::ops::metrics::{Metrics, RequestTimer};
@@ -51,8 +52,10 @@ impl KeyManagementService for KmsV2 {
         request: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
         let timer = RequestTimer::start(&self.metrics, "v2.Encrypt");
+        let deadline = deadline::of(&request);
         let request = request.into_inner();
-        timer.finish(match self.envelope.encrypt(&request.plaintext).await {
+        let result = deadline::within(deadline, self.envelope.encrypt(&request.plaintext)).await;
+        timer.finish(match result {
             Ok(sealed) => {
                 tracing::debug!(uid = %request.uid, key_id = %sealed.key_id, "encrypt");
                 Ok(Response::new(EncryptResponse {
@@ -73,26 +76,24 @@ impl KeyManagementService for KmsV2 {
         request: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
         let timer = RequestTimer::start(&self.metrics, "v2.Decrypt");
+        let deadline = deadline::of(&request);
         let request = request.into_inner();
         let key_id = log_prefix(&request.key_id);
-        timer.finish(
-            match self
-                .envelope
-                .decrypt(&request.ciphertext, &request.key_id, &request.annotations)
-                .await
-            {
-                Ok(plaintext) => {
-                    tracing::debug!(uid = %request.uid, key_id, "decrypt");
-                    Ok(Response::new(DecryptResponse {
-                        plaintext: plaintext.to_vec(),
-                    }))
-                }
-                Err(error) => {
-                    tracing::debug!(uid = %request.uid, key_id, %error, "decrypt refused");
-                    Err(to_status(&error))
-                }
-            },
-        )
+        let decrypt =
+            self.envelope
+                .decrypt(&request.ciphertext, &request.key_id, &request.annotations);
+        timer.finish(match deadline::within(deadline, decrypt).await {
+            Ok(plaintext) => {
+                tracing::debug!(uid = %request.uid, key_id, "decrypt");
+                Ok(Response::new(DecryptResponse {
+                    plaintext: plaintext.to_vec(),
+                }))
+            }
+            Err(error) => {
+                tracing::debug!(uid = %request.uid, key_id, %error, "decrypt refused");
+                Err(to_status(&error))
+            }
+        })
     }
 }
 

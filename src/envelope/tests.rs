@@ -1,0 +1,133 @@
+//! The envelope's revocation state machine, driven by a provider whose answers the test
+//! scripts (a stand-in for the key service's verdicts only; every crypto operation goes to a
+//! real local key ring underneath). The same behaviour against the Key Vault emulator is in
+//! tests/.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::provider::local::LocalKeyRing;
+
+/// The local key ring, except that refresh, wrap and unwrap answer "revoked" while `revoked`
+/// holds a reason.
+struct Revocable {
+    ring: LocalKeyRing,
+    revoked: Mutex<Option<String>>,
+}
+
+impl Revocable {
+    fn verdict(&self) -> Result<(), ProviderError> {
+        match self.revoked.lock().unwrap().clone() {
+            Some(reason) => Err(ProviderError::Revoked { reason }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl KeyProvider for Revocable {
+    fn kind(&self) -> &'static str {
+        "revocable-local"
+    }
+    async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
+        self.verdict()?;
+        self.ring.refresh().await
+    }
+    async fn current_key(&self) -> Option<KeyVersion> {
+        self.ring.current_key().await
+    }
+    async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
+        self.verdict()?;
+        self.ring.wrap(key, kek).await
+    }
+    async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
+        self.verdict()?;
+        self.ring.unwrap(version, wrapped).await
+    }
+    async fn health(&self) -> ProviderHealth {
+        ProviderHealth::Ok
+    }
+}
+
+#[tokio::test]
+async fn revocation_refuses_everything_drops_the_cache_and_recovery_serves_again() {
+    let temp = tempfile::tempdir().unwrap();
+    let provider = Arc::new(Revocable {
+        ring: LocalKeyRing::open_or_create(&temp.path().join("keys")).unwrap(),
+        revoked: Mutex::new(None),
+    });
+    let envelope = Envelope::start(
+        provider.clone(),
+        RotationPolicy::DEFAULT,
+        NonZeroUsize::new(8).unwrap(),
+    )
+    .await
+    .unwrap();
+    let sealed = envelope.encrypt(b"seed").await.unwrap();
+    assert_eq!(envelope.snapshot().await.cached_keks, 1);
+
+    *provider.revoked.lock().unwrap() = Some("key kms/3 is disabled".into());
+    assert!(envelope.refresh().await.is_err());
+    let health = envelope.health().await;
+    assert_eq!(health.healthz, "key revoked: key kms/3 is disabled");
+    assert_eq!(health.key_id, sealed.key_id, "Status still names the key");
+    assert_eq!(
+        envelope.snapshot().await.cached_keks,
+        0,
+        "cached KEKs are dropped"
+    );
+    let refused = envelope.encrypt(b"seed").await.unwrap_err();
+    assert!(matches!(
+        refused,
+        EnvelopeError::Provider(ProviderError::Revoked { .. })
+    ));
+    let refused = envelope
+        .decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations)
+        .await;
+    assert!(matches!(
+        refused,
+        Err(EnvelopeError::Provider(ProviderError::Revoked { .. }))
+    ));
+
+    *provider.revoked.lock().unwrap() = None;
+    envelope.refresh().await.unwrap();
+    assert_eq!(envelope.health().await.healthz, "ok");
+    let opened = envelope
+        .decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations)
+        .await
+        .unwrap();
+    assert_eq!(opened.as_slice(), b"seed");
+    let resealed = envelope.encrypt(b"again").await.unwrap();
+    assert_eq!(resealed.key_id, sealed.key_id);
+    assert_ne!(
+        resealed.annotations, sealed.annotations,
+        "a fresh KEK after recovery"
+    );
+}
+
+#[tokio::test]
+async fn a_transient_refresh_failure_keeps_serving_from_the_cache() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("keys");
+    let ring = LocalKeyRing::open_or_create(&dir).unwrap();
+    let envelope = Envelope::start(
+        Arc::new(ring),
+        RotationPolicy::DEFAULT,
+        NonZeroUsize::new(8).unwrap(),
+    )
+    .await
+    .unwrap();
+    let sealed = envelope.encrypt(b"seed").await.unwrap();
+    // An unreadable key ring is a failed refresh, not a revocation.
+    std::fs::write(dir.join("v9.key"), b"garbage").unwrap();
+    assert!(envelope.refresh().await.is_err());
+    assert_eq!(envelope.health().await.healthz, "ok");
+    assert_eq!(envelope.snapshot().await.refresh.consecutive_failures, 1);
+    envelope
+        .decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations)
+        .await
+        .unwrap();
+    envelope.encrypt(b"more").await.unwrap();
+}
