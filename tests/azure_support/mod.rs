@@ -34,6 +34,14 @@ pub struct TestVault {
     pub first: KeyInfo,
 }
 
+/// A temporary directory with a short path (socket paths are limited to 107 bytes).
+pub fn short_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kkaz")
+        .tempdir_in("/tmp")
+        .expect("temporary directory")
+}
+
 /// A fresh GUID-shaped client id.
 pub fn new_client_id() -> String {
     let hex = kube_kms::provider::azure::random_version();

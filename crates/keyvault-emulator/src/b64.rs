@@ -35,9 +35,34 @@ pub fn decode_plain(text: &str) -> Option<Vec<u8>> {
     LENIENT_PADDING.decode(text).ok()
 }
 
+/// Decodes a certificate thumbprint header (`x5t`, `x5t#S256`): base64url as RFC 7515 says, or
+/// the standard alphabet, which Microsoft's Rust SDK (azure_identity 1.0) sends and Entra ID
+/// accepts.
+pub fn decode_thumbprint(text: &str) -> Option<Vec<u8>> {
+    const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    decode_plain(text).or_else(|| STANDARD_LENIENT.decode(text).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thumbprints_decode_in_either_alphabet() {
+        let sha1 = [0xfb_u8; 20];
+        assert_eq!(
+            decode_thumbprint("-_v7-_v7-_v7-_v7-_v7-_v7-_s").unwrap(),
+            sha1
+        );
+        assert_eq!(
+            decode_thumbprint("+/v7+/v7+/v7+/v7+/v7+/v7+/s=").unwrap(),
+            sha1
+        );
+        assert_eq!(decode_thumbprint("not base64!"), None);
+    }
 
     #[test]
     fn round_trips_without_padding() {

@@ -304,7 +304,7 @@ fn check_certificate_assertion(
         jwt.header
             .get(name)
             .and_then(Value::as_str)
-            .and_then(crate::b64::decode_plain)
+            .and_then(crate::b64::decode_thumbprint)
     };
     let sha1 = header("x5t");
     let sha256 = header("x5t#S256");
