@@ -1,5 +1,6 @@
 //! The key-provider conformance suite: one list of checks, written once, run against every
-//! provider — the local key ring, and PKCS#11 on SoftHSM with an AES key and with an RSA key.
+//! provider — the local key ring, PKCS#11 on SoftHSM with an AES key and with an RSA key, and
+//! Azure Key Vault (RSA) and Managed HSM (oct-HSM) on the keyvault-emulator.
 //!
 //! A provider joins the suite by implementing [`Backend`] (how to make a fresh one) and
 //! [`Fixture`] (what an operator does to it: restart, rotate, revoke…) and adding one line to
@@ -11,6 +12,7 @@
 //! directory, so no test touches the machine's tokens. The PKCS#11 checks fail — they do not
 //! skip — when SoftHSM is not installed.
 
+mod azure_support;
 mod util;
 
 use std::future::Future;
@@ -35,6 +37,7 @@ use kube_kms::envelope::format::{
 };
 use kube_kms::envelope::kek::RotationPolicy;
 use kube_kms::proto::v2::{DecryptRequest, EncryptRequest, StatusRequest};
+use kube_kms::provider::azure::AzureKeyVaultProvider;
 use kube_kms::provider::local::LocalKeyRing;
 use kube_kms::provider::pkcs11::{
     NewKeyType, PinSource, Pkcs11Config, Pkcs11Provider, TokenSelector, create_key,
@@ -94,6 +97,14 @@ fn backends() -> Vec<Arc<dyn Backend>> {
         Arc::new(SoftHsmBackend {
             name: "pkcs11-rsa",
             key_type: NewKeyType::Rsa(2048),
+        }),
+        Arc::new(AzureBackend {
+            name: "azure-keyvault-rsa",
+            managed_hsm: false,
+        }),
+        Arc::new(AzureBackend {
+            name: "azure-managed-hsm",
+            managed_hsm: true,
         }),
     ]
 }
@@ -1071,6 +1082,157 @@ fn pkcs11_checks() -> Vec<(&'static str, CheckFuture)> {
             Box::pin(pkcs11_the_binary_creates_lists_and_serves_a_key()),
         ),
     ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Azure Key Vault and Managed HSM, on the keyvault-emulator over HTTPS through the official SDK.
+
+struct AzureBackend {
+    name: &'static str,
+    managed_hsm: bool,
+}
+
+struct AzureFixture {
+    managed_hsm: bool,
+    vault: azure_support::TestVault,
+    provider: Arc<AzureKeyVaultProvider>,
+}
+
+/// The emulator's configuration with a long deadline: the suite checks behaviour, and 64
+/// concurrent callers queue for RSA private-key operations in a debug-build emulator on two
+/// cores. Deadlines are checked in tests/azure_provider.rs.
+fn patient(vault: &azure_support::TestVault) -> kube_kms::provider::azure::AzureConfig {
+    let mut config = vault.config();
+    config.retry.deadline = std::time::Duration::from_secs(30);
+    config.transport.request_timeout = std::time::Duration::from_secs(30);
+    config
+}
+
+async fn azure_vault(managed_hsm: bool) -> azure_support::TestVault {
+    if managed_hsm {
+        azure_support::TestVault::managed_hsm().await
+    } else {
+        azure_support::TestVault::key_vault(2048).await
+    }
+}
+
+#[async_trait]
+impl Backend for AzureBackend {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn open(&self) -> Box<dyn Fixture> {
+        let vault = azure_vault(self.managed_hsm).await;
+        let provider = vault.open(patient(&vault)).await;
+        Box::new(AzureFixture {
+            managed_hsm: self.managed_hsm,
+            vault,
+            provider,
+        })
+    }
+}
+
+/// Key Vault versions are random and unique, so no other key has a version of the same name:
+/// the stranger is another vault's key presented under this key's current version name (its
+/// own key_id), wrapping with its own key material.
+struct RenamedStranger {
+    _vault: azure_support::TestVault,
+    inner: Arc<AzureKeyVaultProvider>,
+    real: KeyVersion,
+    shown: KeyVersion,
+}
+
+#[async_trait]
+impl KeyProvider for RenamedStranger {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
+        self.inner.refresh().await?;
+        Ok(self.shown.clone())
+    }
+
+    async fn current_key(&self) -> Option<KeyVersion> {
+        Some(self.shown.clone())
+    }
+
+    async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
+        if *key != self.shown {
+            return Err(ProviderError::UnknownKeyVersion {
+                version: key.version().into(),
+            });
+        }
+        self.inner.wrap(&self.real, kek).await
+    }
+
+    async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
+        let version = if version == self.shown.version() {
+            self.real.version()
+        } else {
+            version
+        };
+        self.inner.unwrap(version, wrapped).await
+    }
+
+    async fn health(&self) -> ProviderHealth {
+        self.inner.health().await
+    }
+}
+
+#[async_trait]
+impl Fixture for AzureFixture {
+    fn provider(&self) -> Arc<dyn KeyProvider> {
+        Arc::clone(&self.provider) as Arc<dyn KeyProvider>
+    }
+
+    async fn reopen(&self) -> Arc<dyn KeyProvider> {
+        self.vault.open(patient(&self.vault)).await
+    }
+
+    async fn rotate(&mut self) -> Arc<dyn KeyProvider> {
+        // key_version latest: the vault's new version is the rotation; refresh picks it up.
+        self.vault
+            .emulator
+            .rotate_key(&self.vault.key_name)
+            .await
+            .expect("rotate the key in the vault");
+        self.provider()
+    }
+
+    async fn stranger(&self) -> Arc<dyn KeyProvider> {
+        let ours = self.provider.current_key().await.expect("current key");
+        let vault = azure_vault(self.managed_hsm).await;
+        let inner = vault.open(patient(&vault)).await;
+        let real = inner.current_key().await.expect("the stranger's key");
+        let shown = KeyVersion::new(real.key_id(), ours.version()).expect("key version");
+        Arc::new(RenamedStranger {
+            _vault: vault,
+            inner,
+            real,
+            shown,
+        })
+    }
+
+    async fn outside_versions(&self) -> Vec<(String, Vec<u8>)> {
+        // The configuration is every version of one key. A well-formed version of another key
+        // is asked of the configured key only (which has no such version, so it is unknown);
+        // tests/azure_provider.rs shows it never reaches the other key.
+        Vec::new()
+    }
+
+    fn key_store_operations(&self) -> Option<u64> {
+        Some(self.vault.key_operations())
+    }
+
+    async fn revoke(&self) -> bool {
+        self.vault
+            .emulator
+            .disable_key(&self.vault.key_name, None)
+            .expect("disable the key");
+        true
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -60,8 +60,14 @@ impl Failure {
 }
 
 /// The SDK's error, kept as the source of `Unavailable` with its whole chain in `Display`.
-#[derive(Debug)]
 pub struct SdkError(AzureError);
+
+impl fmt::Debug for SdkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The SDK's own Debug carries a captured backtrace; its message chain is what helps.
+        write!(f, "SdkError({self})")
+    }
+}
 
 impl fmt::Display for SdkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
