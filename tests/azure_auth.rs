@@ -5,7 +5,8 @@
 //! (IDENTITY_ENDPOINT, system- and user-assigned), and the Azure CLI.
 //!
 //! The managed identity and CLI modes read the process environment inside azure_identity, so
-//! they run the real `kube-kms serve` binary with that environment and probe its socket. The VM
+//! they run the real `kube-kms serve` binary with that environment and probe its socket; so does
+//! the check that HTTPS_PROXY is honoured (through a CONNECT proxy on loopback). The VM
 //! (IMDS) form of managed identity cannot be tested here: azure_identity 1.0 always sends it to
 //! http://169.254.169.254 and cannot be pointed elsewhere; only its selection is checked.
 
@@ -521,4 +522,113 @@ print(json.dumps({"accessToken": token["access_token"], "expiresOn": "2099-01-01
     let log = std::fs::read_to_string(&cli.stderr).unwrap_or_default();
     assert!(log.contains("the Azure CLI's login"), "{log}");
     assert!(vault.emulator.counts(Operation::EntraToken).succeeded > before);
+}
+
+/// A CONNECT proxy on loopback that only ever connects to 127.0.0.1, counting tunnels.
+fn loopback_connect_proxy() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
+    let port = listener.local_addr().expect("address").port();
+    let tunnels = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&tunnels);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let counted = std::sync::Arc::clone(&counted);
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if client.read_exact(&mut byte).is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let mut words = head.split_whitespace();
+                let (Some("CONNECT"), Some(target)) = (words.next(), words.next()) else {
+                    return;
+                };
+                // Loopback only, whatever the request names.
+                let Some(port) = target
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok())
+                else {
+                    return;
+                };
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", port)) else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    .is_err()
+                {
+                    return;
+                }
+                let (Ok(mut client_read), Ok(mut upstream_write)) =
+                    (client.try_clone(), upstream.try_clone())
+                else {
+                    return;
+                };
+                let mut upstream_read = upstream;
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_read, &mut upstream_write);
+                    let _ = upstream_write.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut upstream_read, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, tunnels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_proxy_is_honoured_for_key_vault_and_entra_id() {
+    let vault = TestVault::key_vault(2048).await;
+    let (port, tunnels) = loopback_connect_proxy();
+    let dir = azure_support::short_dir();
+    let extra = format!(
+        "  auth: client-secret\n  tenant_id: {}\n  client_id: {}\n  client_secret_file: {}\n  \
+         authority_host: {}\n",
+        vault.emulator.tenant_id(),
+        vault.client_id,
+        vault.secret_file.display(),
+        vault.emulator.authority_url()
+    );
+    let env = vec![("HTTPS_PROXY", format!("http://127.0.0.1:{port}"))];
+    let proxied = serve(&vault, dir.path(), &extra, &env).await;
+    probe(&proxied).await;
+    assert!(
+        tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "no request went through HTTPS_PROXY"
+    );
+}
+
+#[test]
+fn keys_commands_point_at_key_vault() {
+    let output = Command::new(BIN)
+        .args([
+            "keys",
+            "rotate",
+            "--provider",
+            "azure",
+            "--azure-vault-url",
+            "https://kv.vault.azure.net/",
+            "--azure-key-name",
+            "kek",
+        ])
+        .env_remove("KUBE_KMS_CONFIG")
+        .output()
+        .expect("kube-kms runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("az keyvault key rotate --id https://kv.vault.azure.net/keys/kek"),
+        "{stderr}"
+    );
 }
