@@ -189,3 +189,93 @@ proptest! {
         prop_assert!(fixture.runtime.block_on(fixture.envelope.decrypt_v1(truncated)).is_err());
     }
 }
+
+/// Seals `count` plaintexts at once on an envelope whose KEKs may seal `budget` times each, and
+/// returns how many ciphertexts each KEK (named by its wrapped form) sealed.
+fn seals_per_kek(budget: u64, count: usize) -> HashMap<Vec<u8>, u64> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = util::short_tempdir();
+    let provider = util::key_ring(&dir.path().join("keys"));
+    let policy = RotationPolicy {
+        max_encryptions: budget,
+        ..RotationPolicy::DEFAULT
+    };
+    runtime.block_on(async {
+        let envelope = std::sync::Arc::new(
+            Envelope::start(provider, policy, NonZeroUsize::new(16).expect("non-zero"))
+                .await
+                .expect("envelope"),
+        );
+        let tasks: Vec<_> = (0..count)
+            .map(|i| {
+                let envelope = std::sync::Arc::clone(&envelope);
+                tokio::spawn(async move {
+                    let sealed = if i % 2 == 0 {
+                        envelope.encrypt(&[1; 32]).await.expect("v2 encrypt")
+                    } else {
+                        // v1 Encrypts draw from the same budget; the wrapped KEK is in the
+                        // blob's header, so name the KEK through a v2 Encrypt's annotations.
+                        envelope.encrypt_v1(&[1; 32]).await.expect("v1 encrypt");
+                        return None;
+                    };
+                    Some(sealed.annotations[WRAPPED_KEK_ANNOTATION].clone())
+                })
+            })
+            .collect();
+        let mut per_kek: HashMap<Vec<u8>, u64> = HashMap::new();
+        for task in tasks {
+            if let Some(kek) = task.await.expect("task") {
+                *per_kek.entry(kek).or_default() += 1;
+            }
+        }
+        per_kek
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The random-nonce bound is enforced, not advisory: however Encrypts interleave on worker
+    /// threads, no KEK seals more than its budget (v1 and v2 together).
+    #[test]
+    fn no_kek_seals_more_than_its_budget(budget in 1u64..8, count in 1usize..64) {
+        let per_kek = seals_per_kek(budget, count);
+        for (kek, seals) in &per_kek {
+            prop_assert!(*seals <= budget, "a KEK ({} bytes wrapped) sealed {seals} > {budget}", kek.len());
+        }
+        prop_assert_eq!(per_kek.values().sum::<u64>(), count.div_ceil(2) as u64);
+    }
+}
+
+#[test]
+fn the_budget_holds_across_threads_on_one_kek() {
+    use kube_kms::crypto::SecretKey;
+    use kube_kms::envelope::kek::{ActiveKek, Kek};
+    use kube_kms::provider::KeyVersion;
+    let policy = RotationPolicy {
+        max_encryptions: 1000,
+        ..RotationPolicy::DEFAULT
+    };
+    let active = ActiveKek::new(
+        KeyVersion::new("id", "1").expect("key version"),
+        std::sync::Arc::new(Kek::new(SecretKey::generate().expect("key"))),
+        &[1],
+    );
+    let granted = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..500 {
+                    if active.try_use(&policy) {
+                        granted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(granted.into_inner(), 1000, "exactly the budget, never more");
+}
