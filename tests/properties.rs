@@ -279,3 +279,15 @@ fn the_budget_holds_across_threads_on_one_kek() {
     });
     assert_eq!(granted.into_inner(), 1000, "exactly the budget, never more");
 }
+
+/// Regression: with a tiny budget, Encrypts that waited for a rotation found the fresh KEK spent
+/// by the others and failed ("a fresh KEK was refused by the rotation policy") instead of
+/// rotating again. Found by `no_kek_seals_more_than_its_budget` (budget 2, 24 Encrypts).
+#[test]
+fn concurrent_encrypts_on_a_spent_kek_rotate_again_instead_of_failing() {
+    for (budget, count) in [(1, 64), (2, 24), (3, 63)] {
+        let per_kek = seals_per_kek(budget, count);
+        assert!(per_kek.values().all(|seals| *seals <= budget));
+        assert_eq!(per_kek.values().sum::<u64>(), count.div_ceil(2) as u64);
+    }
+}

@@ -85,6 +85,10 @@ impl From<crate::crypto::RandomUnavailable> for EnvelopeError {
     }
 }
 
+/// How many times one Encrypt may replace a spent KEK before it gives up: only reachable with a
+/// tiny `kek_max_encryptions` and many concurrent Encrypts.
+const MAX_ROTATIONS_PER_ENCRYPT: usize = 1000;
+
 /// What a v2 Encrypt returns.
 #[derive(Debug)]
 pub struct Sealed {
@@ -419,26 +423,31 @@ impl Envelope {
     }
 
     async fn active_for_encrypt(&self) -> Result<Arc<ActiveKek>, EnvelopeError> {
-        let active = self.active();
-        if active.try_use(&self.policy) {
-            return Ok(active);
-        }
-        let key = active.key.clone();
-        if let Err(error) = self.rotate(&active, key, RotationReason::Spent).await {
-            if let EnvelopeError::Provider(ProviderError::Revoked { reason }) = &error {
-                self.revoke(reason);
+        let mut active = self.active();
+        // Each round either takes a use of the active KEK or replaces it once it is spent.
+        // Callers that waited for a rotation may find the fresh KEK spent by the others already
+        // (a small budget under concurrent Encrypts): they rotate again rather than fail. Every
+        // round lets at least one Encrypt through, so the loop ends.
+        for _ in 0..MAX_ROTATIONS_PER_ENCRYPT {
+            if active.try_use(&self.policy) {
+                return Ok(active);
             }
-            return Err(error);
-        }
-        let rotated = self.active();
-        if rotated.try_use(&self.policy) {
-            Ok(rotated)
-        } else {
-            Err(ProviderError::Misconfigured {
-                reason: "a fresh KEK was refused by the rotation policy".into(),
+            let key = active.key.clone();
+            if let Err(error) = self.rotate(&active, key, RotationReason::Spent).await {
+                if let EnvelopeError::Provider(ProviderError::Revoked { reason }) = &error {
+                    self.revoke(reason);
+                }
+                return Err(error);
             }
-            .into())
+            active = self.active();
         }
+        Err(ProviderError::Misconfigured {
+            reason: format!(
+                "no fresh KEK had encryptions left after {MAX_ROTATIONS_PER_ENCRYPT} rotations; \
+                 raise kek_max_encryptions"
+            ),
+        }
+        .into())
     }
 
     /// Replaces `replaced` with a fresh KEK wrapped under `key`, unless another caller already
