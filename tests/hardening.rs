@@ -268,3 +268,108 @@ async fn a_socket_group_gets_mode_0660_in_a_0710_directory() {
     let dir = std::fs::metadata(socket.parent().expect("parent")).expect("socket dir");
     assert_eq!((dir.gid(), dir.permissions().mode() & 0o7777), (gid, 0o710));
 }
+
+/// A provider whose unwrap never answers in time: a Decrypt that misses the cache hangs on it.
+struct StuckProvider;
+
+#[async_trait::async_trait]
+impl kube_kms::provider::KeyProvider for StuckProvider {
+    fn kind(&self) -> &'static str {
+        "stuck"
+    }
+
+    async fn refresh(
+        &self,
+    ) -> Result<kube_kms::provider::KeyVersion, kube_kms::provider::ProviderError> {
+        kube_kms::provider::KeyVersion::new("stuck-key-id", "1")
+    }
+
+    async fn current_key(&self) -> Option<kube_kms::provider::KeyVersion> {
+        self.refresh().await.ok()
+    }
+
+    async fn wrap(
+        &self,
+        _key: &kube_kms::provider::KeyVersion,
+        _kek: &kube_kms::crypto::SecretKey,
+    ) -> Result<Vec<u8>, kube_kms::provider::ProviderError> {
+        Ok(vec![1; 40])
+    }
+
+    async fn unwrap(
+        &self,
+        _version: &str,
+        _wrapped: &[u8],
+    ) -> Result<kube_kms::crypto::SecretKey, kube_kms::provider::ProviderError> {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Err(kube_kms::provider::ProviderError::Misconfigured {
+            reason: "stuck".into(),
+        })
+    }
+
+    async fn health(&self) -> kube_kms::provider::ProviderHealth {
+        kube_kms::provider::ProviderHealth::Ok
+    }
+}
+
+/// A Decrypt whose KEK is not cached, so it waits on the stuck provider.
+fn uncached_decrypt() -> kube_kms::proto::v2::DecryptRequest {
+    kube_kms::proto::v2::DecryptRequest {
+        ciphertext: vec![1; 1 + 12 + 32 + 16],
+        uid: "deadline".into(),
+        key_id: "stuck-key-id".into(),
+        annotations: kube_kms::envelope::format::annotations("1", &[2; 40]),
+    }
+}
+
+/// Request deadlines are enforced by the server: a call ends at the client's `grpc-timeout` when
+/// that is shorter, and at the server's own 3 s limit when the client sends none — whatever the
+/// key service does.
+#[tokio::test]
+async fn a_call_ends_at_its_grpc_timeout_or_the_server_limit() {
+    let dir = util::short_tempdir();
+    let key_dir = dir.path().join("unused");
+    let plugin = util::TestPlugin::start_on(
+        dir,
+        key_dir,
+        Arc::new(StuckProvider),
+        kube_kms::envelope::kek::RotationPolicy::DEFAULT,
+    )
+    .await;
+    let mut client = plugin.v2().await;
+    let ended = |code: tonic::Code| {
+        matches!(
+            code,
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable
+        )
+    };
+
+    let mut request = tonic::Request::new(uncached_decrypt());
+    request.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = client
+        .decrypt(request)
+        .await
+        .expect_err("the call must end");
+    assert!(ended(status.code()), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // No grpc-timeout at all: the server's limit (CALL_TIMEOUT) still ends the call.
+    let started = Instant::now();
+    let status = client
+        .decrypt(tonic::Request::new(uncached_decrypt()))
+        .await
+        .expect_err("the call must end");
+    let elapsed = started.elapsed();
+    assert!(ended(status.code()), "{status:?}");
+    assert!(
+        elapsed >= kube_kms::server::CALL_TIMEOUT - Duration::from_millis(100)
+            && elapsed < kube_kms::server::CALL_TIMEOUT + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
+    plugin.stop().await;
+}
