@@ -37,6 +37,15 @@ impl Plugin {
     fn start(root: &Path, uid: Option<u32>, args: &[&str]) -> Self {
         let mut command = serve_command(root, args);
         if let Some(uid) = uid {
+            // The build directory may sit under a path `uid` cannot traverse (e.g. /root):
+            // run a copy of the binary from the test's own directory.
+            let binary = root.join("kube-kms");
+            if std::fs::hard_link(BIN, &binary).is_err() {
+                std::fs::copy(BIN, &binary).expect("copy the binary");
+            }
+            command = Command::new(&binary);
+            command.args(serve_command(root, args).get_args());
+            apply_env(&mut command, root);
             command.uid(uid).gid(uid);
         }
         let mut child = command.spawn().expect("kube-kms starts");
@@ -97,18 +106,22 @@ impl Plugin {
 
 fn serve_command(root: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
+    command.arg("serve").args(args);
+    apply_env(&mut command, root);
+    command
+}
+
+/// A clean environment (HOME and XDG_RUNTIME_DIR in `root`, no health endpoints) and pipes.
+fn apply_env(command: &mut Command, root: &Path) {
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", root.join("home"))
         .env("XDG_RUNTIME_DIR", root.join("run"))
         .env("KUBE_KMS_HEALTH_ADDRESS", "off")
-        .arg("serve")
-        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    command
 }
 
 fn collect(stderr: std::process::ChildStderr) -> Arc<Mutex<String>> {
