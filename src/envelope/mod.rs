@@ -228,6 +228,8 @@ impl Envelope {
         format::check_key_id(key_id)?;
         let parsed = format::parse_v2_ciphertext(ciphertext)?;
         let wrapped = format::parse_annotations(annotations)?;
+        // Refused before the cache: a revoked key makes no remote unwrap and re-caches no KEK.
+        self.check_not_revoked()?;
         let kek = self.kek_for(wrapped).await?;
         self.check_not_revoked()?;
         format::with_v2_aad(key_id, |aad| kek.gcm().open(aad, parsed.sealed))
@@ -250,6 +252,7 @@ impl Envelope {
     /// v1 Decrypt: opens a blob written by [`Envelope::encrypt_v1`].
     pub async fn decrypt_v1(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let parsed = format::parse_v1_blob(blob)?;
+        self.check_not_revoked()?;
         let kek = self.kek_for(parsed.kek).await?;
         self.check_not_revoked()?;
         kek.gcm()

@@ -10,6 +10,8 @@
     reason = "each test crate uses a different subset of these helpers"
 )]
 
+pub mod serve;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -627,7 +627,12 @@ impl KeyProvider for AzureKeyVaultProvider {
         .await;
         let result = match result {
             Ok(current) => match self.self_test(&current).await {
-                Ok(()) => Ok(current),
+                Ok(()) => {
+                    // Wrap and unwrap both work again: a transient failure an earlier call left
+                    // must not keep health Degraded (no other remote call may come for hours).
+                    self.lock().call_fault = None;
+                    Ok(current)
+                }
                 Err(
                     error @ (ProviderError::Unavailable { .. } | ProviderError::Throttled { .. }),
                 ) => {
