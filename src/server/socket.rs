@@ -181,7 +181,21 @@ fn ensure_socket_dir(dir: &Path, group: Option<u32>) -> Result<(), SocketError> 
         }
     };
     match fs::metadata(dir) {
-        Ok(meta) => check_socket_dir(dir, &meta),
+        Ok(meta) => {
+            check_socket_dir(dir, &meta)?;
+            if let Some(gid) = group
+                && !group_can_enter(&meta, gid)
+            {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    gid,
+                    mode = format!("{:04o}", meta.permissions().mode() & 0o7777),
+                    "the socket's group cannot enter the socket directory, so its members \
+                     cannot connect; give the directory that group and mode 0710"
+                );
+            }
+            Ok(())
+        }
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -202,6 +216,12 @@ fn ensure_socket_dir(dir: &Path, group: Option<u32>) -> Result<(), SocketError> 
             source,
         }),
     }
+}
+
+/// Whether members of group `gid` may search (enter) a directory with this metadata.
+fn group_can_enter(meta: &fs::Metadata, gid: u32) -> bool {
+    let mode = meta.permissions().mode();
+    mode & 0o001 != 0 || (meta.gid() == gid && mode & 0o010 != 0)
 }
 
 fn check_socket_dir(dir: &Path, meta: &fs::Metadata) -> Result<(), SocketError> {
@@ -268,4 +288,23 @@ fn remove_if_stale(path: &Path) -> Result<(), SocketError> {
 /// once the process is non-dumpable (see `crate::hardening`) /proc/self belongs to root.
 pub fn current_uid() -> Option<u32> {
     Some(crate::hardening::effective_uid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_enters_a_directory_through_its_group_bit_or_the_others_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let gid = fs::metadata(dir.path()).unwrap().gid();
+        let with_mode = |mode| {
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+            fs::metadata(dir.path()).unwrap()
+        };
+        assert!(!group_can_enter(&with_mode(0o700), gid));
+        assert!(group_can_enter(&with_mode(0o710), gid));
+        assert!(!group_can_enter(&with_mode(0o710), gid.wrapping_add(1)));
+        assert!(group_can_enter(&with_mode(0o701), gid.wrapping_add(1)));
+    }
 }
