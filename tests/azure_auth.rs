@@ -432,6 +432,9 @@ async fn managed_identity_through_the_app_service_endpoint_system_and_user_assig
             "IDENTITY_HEADER",
             vault.emulator.identity_header().to_owned(),
         ),
+        // Proxies that answer nothing: the managed identity endpoint must not go through them.
+        ("HTTP_PROXY", "http://127.0.0.1:9".to_owned()),
+        ("http_proxy", "http://127.0.0.1:9".to_owned()),
     ];
 
     let dir = azure_support::short_dir();

@@ -437,6 +437,17 @@ async fn decrypt_only_keys_unwrap_and_a_version_is_never_sent_to_an_unconfigured
         matches!(&refused, Err(ProviderError::UnknownKeyVersion { version }) if version == old_key.version()),
         "{refused:?}"
     );
+    // The vault's "no such version" is remembered: a made-up version read from etcd again and
+    // again costs one remote call, not one per Decrypt.
+    let before = vault.key_operations();
+    for _ in 0..5 {
+        let refused = strict.unwrap(old_key.version(), &old_wrapped).await;
+        assert!(
+            matches!(refused, Err(ProviderError::UnknownKeyVersion { .. })),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(vault.key_operations(), before);
     // A decrypt-only entry pinned to another version does not open this one either.
     config.decrypt_only_keys = vec![DecryptOnlyKey {
         key: vault.key_ref(),

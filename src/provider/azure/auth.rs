@@ -325,10 +325,12 @@ impl ResolvedAuth {
     }
 
     /// The SDK credential, sending through `options` (our transport, no SDK retries, the
-    /// cloud's authority).
+    /// cloud's authority), or through `identity_options` (no proxy, plain HTTP allowed) for a
+    /// managed identity.
     pub fn credential(
         &self,
         options: &ClientOptions,
+        identity_options: &ClientOptions,
     ) -> Result<Arc<dyn TokenCredential>, ProviderError> {
         let failed = |error: azure_core::Error| ProviderError::Misconfigured {
             reason: format!("cannot set up {}: {error}", self.describe()),
@@ -356,7 +358,7 @@ impl ResolvedAuth {
                 };
                 ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
                     user_assigned_id,
-                    client_options: options.clone(),
+                    client_options: identity_options.clone(),
                 }))
                 .map_err(failed)?
             }

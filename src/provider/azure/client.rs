@@ -1,7 +1,12 @@
-//! The HTTP transport and the Key Vault client: our own reqwest client (an extra CA file,
-//! connect and per-attempt timeouts, no redirects, HTTPS_PROXY/NO_PROXY from the environment)
-//! handed to the official SDK with the SDK's retries turned off, and the three calls the
-//! provider makes — get a key, wrap, unwrap — each one attempt, retried by [`super::retry`].
+//! The HTTP transport and the Key Vault client: our own reqwest clients (an extra CA file,
+//! connect and per-attempt timeouts, no redirects) handed to the official SDK with the SDK's
+//! retries turned off, and the three calls the provider makes — get a key, wrap, unwrap — each
+//! one attempt, retried by [`super::retry`].
+//!
+//! Key Vault and Entra ID are reached over HTTPS only, through HTTPS_PROXY / NO_PROXY when set.
+//! The managed identity endpoints (IMDS, App Service's IDENTITY_ENDPOINT) are plain HTTP on the
+//! host or its link-local network: their client never uses a proxy, so a token never crosses one
+//! in clear.
 //!
 //! Nothing here logs a request or response body: they carry KEKs. The SDK's own logging policy
 //! redacts headers; Authorization never reaches a log.
@@ -44,14 +49,28 @@ impl Default for TransportOptions {
     }
 }
 
-/// The reqwest client every SDK pipeline (Key Vault and Entra ID) sends through. Proxies come
-/// from HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as reqwest reads them.
-pub fn http_client(options: &TransportOptions) -> Result<Arc<dyn HttpClient>, ProviderError> {
+/// Where a client sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Key Vault and Entra ID: HTTPS only, through HTTPS_PROXY / NO_PROXY as reqwest reads them.
+    Remote,
+    /// The host's managed identity endpoint: plain HTTP allowed, never through a proxy.
+    ManagedIdentity,
+}
+
+/// A reqwest client for `route`, handed to the SDK as its transport.
+pub fn http_client(
+    options: &TransportOptions,
+    route: Route,
+) -> Result<Arc<dyn HttpClient>, ProviderError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(options.connect_timeout)
         .timeout(options.request_timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .https_only(false);
+        .https_only(route == Route::Remote);
+    if route == Route::ManagedIdentity {
+        builder = builder.no_proxy();
+    }
     if let Some(path) = &options.ca_file {
         builder = builder.tls_certs_merge(read_ca_file(path)?);
     }
@@ -229,14 +248,20 @@ mod tests {
             ca_file: Some(path.clone()),
             ..TransportOptions::default()
         };
-        let error = http_client(&options).err().unwrap().to_string();
+        let error = http_client(&options, Route::Remote)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("ca.pem"), "{error}");
         let missing = TransportOptions {
             ca_file: Some(dir.path().join("missing.pem")),
             ..TransportOptions::default()
         };
-        let error = http_client(&missing).err().unwrap().to_string();
+        let error = http_client(&missing, Route::Remote)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("missing.pem"), "{error}");
-        assert!(http_client(&TransportOptions::default()).is_ok());
+        assert!(http_client(&TransportOptions::default(), Route::ManagedIdentity).is_ok());
     }
 }

@@ -107,9 +107,16 @@ pub fn classify(error: AzureError, call: Call, key: &KeyRef, version: Option<&st
                 }
                 ErrorKind::Credential => Classified::transient(unavailable(error), None),
                 ErrorKind::DataConversion => Classified::fatal(unavailable(error)),
-                _ => Classified::fatal(ProviderError::Misconfigured {
-                    reason: format!("{operation} failed: {}", SdkError(error)),
-                }),
+                _ => {
+                    // The SDK's text is for the operator's log, not for kube-apiserver.
+                    tracing::warn!(operation, error = %SdkError(error), "the Azure SDK refused a call");
+                    Classified::fatal(ProviderError::Misconfigured {
+                        reason: format!(
+                            "{operation} failed in the Azure SDK before an answer from the vault \
+                             (the plugin's log has the SDK's error)"
+                        ),
+                    })
+                }
             });
         }
     };
@@ -408,6 +415,14 @@ mod tests {
                 false,
                 |e| matches!(e, ProviderError::Misconfigured { .. }),
                 "HTTP 400 BadParameter",
+            ),
+            (
+                // An SDK refusal before any answer: its text stays out of the reason.
+                AzureError::with_message(ErrorKind::Other, "sensitive free text"),
+                Call::GetKey,
+                false,
+                |e| matches!(e, ProviderError::Misconfigured { .. }),
+                "failed in the Azure SDK",
             ),
             (
                 AzureError::with_message(ErrorKind::Connection, "connection refused"),

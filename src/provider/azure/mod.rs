@@ -43,6 +43,9 @@ use retry::RetryPolicy;
 pub const MIN_RSA_BITS: usize = 2048;
 /// Versions remembered as belonging to one configured key (beyond that, the map starts over).
 const MAX_LEARNED_VERSIONS: usize = 4096;
+/// How long a configured key's "no such version" (404) answer is remembered, so that a made-up
+/// version read from etcd costs one round of remote calls, not one per Decrypt.
+const MISSING_VERSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// The length of a 32-byte KEK wrapped with A256KW or CKM_AES_KEY_WRAP_PAD.
 const AES_WRAPPED_LEN: usize = 40;
 
@@ -203,6 +206,8 @@ struct State {
     call_revoked: Option<String>,
     /// Versions already unwrapped, by the index of the target that holds them.
     learned: HashMap<String, usize>,
+    /// (target index, version) pairs the vault said it does not have, and when.
+    missing: HashMap<(usize, String), std::time::Instant>,
 }
 
 /// The Azure Key Vault / Managed HSM key provider.
@@ -257,9 +262,11 @@ impl AzureKeyVaultProvider {
                 }
             }
         }
-        let http = client::http_client(&config.transport)?;
+        let http = client::http_client(&config.transport, client::Route::Remote)?;
         let options = client::client_options(&http, &cloud);
-        let credential = resolution.auth.credential(&options)?;
+        let identity_http = client::http_client(&config.transport, client::Route::ManagedIdentity)?;
+        let identity_options = client::client_options(&identity_http, &cloud);
+        let credential = resolution.auth.credential(&options, &identity_options)?;
         let mut clients = HashMap::new();
         for target in &targets {
             if !clients.contains_key(target.key.host()) {
@@ -570,6 +577,30 @@ impl AzureKeyVaultProvider {
         order
     }
 
+    /// Whether `target` said recently that it has no `version`.
+    fn known_missing(&self, target: usize, version: &str) -> bool {
+        let mut state = self.lock();
+        let key = (target, version.to_owned());
+        match state.missing.get(&key) {
+            Some(since) if since.elapsed() < MISSING_VERSION_TTL => true,
+            Some(_) => {
+                state.missing.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_missing(&self, target: usize, version: &str) {
+        let mut state = self.lock();
+        if state.missing.len() >= MAX_LEARNED_VERSIONS {
+            state.missing.clear();
+        }
+        state
+            .missing
+            .insert((target, version.to_owned()), std::time::Instant::now());
+    }
+
     fn learn(&self, version: &str, target: usize) {
         let mut state = self.lock();
         if state.learned.len() >= MAX_LEARNED_VERSIONS {
@@ -661,6 +692,10 @@ impl KeyProvider for AzureKeyVaultProvider {
                     );
                 }
                 let version = current.version.clone();
+                if state.refresh_failure.is_some() {
+                    // The key may have been recovered: forget what it said it did not have.
+                    state.missing.clear();
+                }
                 state.current = Some(current);
                 state.refresh_failure = None;
                 state.call_revoked = None;
@@ -730,6 +765,9 @@ impl KeyProvider for AzureKeyVaultProvider {
             });
         }
         for index in self.candidates(version) {
+            if self.known_missing(index, version) {
+                continue;
+            }
             let target = &self.inner.targets[index];
             let mut last = None;
             for algorithm in &algorithms {
@@ -743,6 +781,7 @@ impl KeyProvider for AzureKeyVaultProvider {
                         return Ok(kek);
                     }
                     Err(None) => {
+                        self.remember_missing(index, version);
                         last = None;
                         break;
                     }
