@@ -452,6 +452,21 @@ mod tests {
     }
 
     #[test]
+    fn the_sdk_errors_whole_chain_is_kept_for_logs() {
+        let error = AzureError::with_error(
+            ErrorKind::Credential,
+            AzureError::with_error(
+                ErrorKind::Io,
+                std::io::Error::other("connection refused"),
+                "failed to execute `reqwest` request",
+            ),
+            "ManagedIdentityCredential authentication failed",
+        );
+        let shown = SdkError(error).to_string();
+        assert!(shown.contains("connection refused"), "{shown}");
+    }
+
+    #[test]
     fn not_found_is_its_own_kind_and_names_the_key() {
         match classify(
             http(404, &body("KeyNotFound", None), &[]),
