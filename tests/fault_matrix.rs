@@ -35,6 +35,7 @@ use kube_kms::proto::v2::EncryptResponse;
 use kube_kms::provider::azure::AzureKeyVaultProvider;
 use kube_kms::provider::azure::auth::AzureEnv;
 use kube_kms::provider::azure::key_id::KeyRef;
+use kube_kms::provider::{KeyProvider, ProviderHealth};
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -665,4 +666,29 @@ rows! {
     unwrap_permission_revoked_then_restored => 9,
     get_permission_revoked_then_restored => 10,
     key_expired_then_valid => 11,
+}
+
+/// Regression: after a transient unwrap failure, a refresh whose wrap/unwrap self-test passed
+/// left the provider's health Degraded until some later wrap or unwrap succeeded — in steady
+/// state there may be none for hours, so /readyz said "degraded" long after the vault was back.
+/// Found by the transient rows above (they wait for /readyz "ok" before any call needs the vault).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_refresh_self_test_clears_an_earlier_transient_failure() {
+    let vault = TestVault::key_vault(2048).await;
+    let provider = vault.provider().await;
+    let key = provider.current_key().await.expect("key");
+    let kek = kube_kms::crypto::SecretKey::generate().expect("the OS RNG works");
+    let wrapped = provider.wrap(&key, &kek).await.expect("wrap");
+    vault.emulator.inject(FaultRule::on(
+        Operation::UnwrapKey,
+        Fault::Status { status: 503 },
+    ));
+    assert!(provider.unwrap(key.version(), &wrapped).await.is_err());
+    assert!(matches!(
+        provider.health().await,
+        ProviderHealth::Degraded { .. }
+    ));
+    vault.emulator.clear_faults();
+    provider.refresh().await.expect("refresh");
+    assert_eq!(provider.health().await, ProviderHealth::Ok);
 }

@@ -131,3 +131,79 @@ async fn a_transient_refresh_failure_keeps_serving_from_the_cache() {
         .unwrap();
     envelope.encrypt(b"more").await.unwrap();
 }
+
+/// The local key ring, except that refresh answers "revoked" while `expired` is set — and
+/// unwrap still works, as Key Vault's does for an expired key — counting unwraps.
+struct ExpiresButUnwraps {
+    ring: LocalKeyRing,
+    expired: std::sync::atomic::AtomicBool,
+    unwraps: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl KeyProvider for ExpiresButUnwraps {
+    fn kind(&self) -> &'static str {
+        "expiring-local"
+    }
+    async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
+        if self.expired.load(Ordering::SeqCst) {
+            return Err(ProviderError::Revoked {
+                reason: "key kms/3 expired".into(),
+            });
+        }
+        self.ring.refresh().await
+    }
+    async fn current_key(&self) -> Option<KeyVersion> {
+        self.ring.current_key().await
+    }
+    async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
+        self.ring.wrap(key, kek).await
+    }
+    async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
+        self.unwraps.fetch_add(1, Ordering::SeqCst);
+        self.ring.unwrap(version, wrapped).await
+    }
+    async fn health(&self) -> ProviderHealth {
+        ProviderHealth::Ok
+    }
+}
+
+/// Regression: a Decrypt refused for revocation still unwrapped its KEK through the provider
+/// (a remote call per refused request, and the KEK cached again after the cache was dropped).
+/// Found by tests/fault_matrix.rs (key expired: Key Vault still unwraps).
+#[tokio::test]
+async fn a_refused_decrypt_makes_no_unwrap_and_caches_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let provider = Arc::new(ExpiresButUnwraps {
+        ring: LocalKeyRing::open_or_create(&temp.path().join("keys")).unwrap(),
+        expired: false.into(),
+        unwraps: 0.into(),
+    });
+    let envelope = Envelope::start(
+        provider.clone(),
+        RotationPolicy::DEFAULT,
+        NonZeroUsize::new(8).unwrap(),
+    )
+    .await
+    .unwrap();
+    let sealed = envelope.encrypt(b"seed").await.unwrap();
+    let blob = envelope.encrypt_v1(b"seed").await.unwrap();
+    provider.expired.store(true, Ordering::SeqCst);
+    assert!(envelope.refresh().await.is_err());
+    for _ in 0..3 {
+        let refused = envelope
+            .decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations)
+            .await;
+        assert!(matches!(
+            refused,
+            Err(EnvelopeError::Provider(ProviderError::Revoked { .. }))
+        ));
+        let refused = envelope.decrypt_v1(&blob).await;
+        assert!(matches!(
+            refused,
+            Err(EnvelopeError::Provider(ProviderError::Revoked { .. }))
+        ));
+    }
+    assert_eq!(provider.unwraps.load(Ordering::SeqCst), 0, "no unwrap");
+    assert_eq!(envelope.snapshot().await.cached_keks, 0, "nothing cached");
+}
