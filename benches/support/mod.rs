@@ -1,14 +1,13 @@
-//! The benchmark harness shared by `benches/socket.rs` and `benches/remote.rs`: a latency model
-//! of a remote key service, the two baselines served over the same stack as kube-kms (a no-op
-//! transport floor and the per-call-remote pattern), a socket served on its own runtime, and a
-//! load driver with N concurrent callers on one connection (as kube-apiserver uses one).
+//! The benchmark harness shared by `benches/socket.rs` and `benches/remote.rs`: the Key Vault
+//! emulator with a 20 ms latency for the remote figures, the two baselines served over the same
+//! stack as kube-kms (a no-op transport floor and the per-call-remote pattern), a socket served
+//! on its own runtime, and a load driver with N concurrent callers on one connection (as
+//! kube-apiserver uses one).
 //!
-//! [`LatencyModel`] is a benchmark harness, not a test double of Azure behaviour: it adds a
-//! fixed delay to every wrap and unwrap of a real local key ring and counts them. It stands in
-//! for remote latency until the Key Vault emulator (crates/keyvault-emulator) lands; then the
-//! cold-start and per-call-remote figures can run against the emulator through the Azure
-//! provider instead, with no change to the rest of this harness. Nothing here measures a live
-//! remote service, and nothing in `cargo test` asserts on a time.
+//! The remote key service is always the Key Vault emulator (crates/keyvault-emulator) reached
+//! by the real Azure provider over HTTPS on this machine ([`Vault`]); the 20 ms is the
+//! emulator's injected latency. Nothing here measures a live remote service, and nothing in
+//! `cargo test` asserts on a time.
 
 #![allow(
     dead_code,
@@ -19,10 +18,12 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use keyvault_emulator::{
+    Emulator, Fault, FaultRule, IdentitySpec, KeySpec, Operation, Options, Permission,
+    RunningEmulator,
+};
 use kube_kms::crypto::SecretKey;
 use kube_kms::envelope::Envelope;
 use kube_kms::envelope::format::{KEY_VERSION_ANNOTATION, WRAPPED_KEK_ANNOTATION};
@@ -32,8 +33,12 @@ use kube_kms::proto::v2::key_management_service_server::KeyManagementService;
 use kube_kms::proto::v2::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
 };
+use kube_kms::provider::azure::auth::{AuthMode, AzureEnv, SecretSource};
+use kube_kms::provider::azure::key_id::KeyRef;
+use kube_kms::provider::azure::{AzureConfig, AzureKeyVaultProvider};
+use kube_kms::provider::guard::{GuardPolicy, Guarded};
 use kube_kms::provider::local::LocalKeyRing;
-use kube_kms::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use kube_kms::provider::{KeyProvider, KeyVersion};
 use kube_kms::server::{self, socket};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -62,63 +67,126 @@ pub fn bench_mode() -> bool {
     std::env::args().any(|arg| arg == "--bench")
 }
 
-/// A latency model of a remote key service: every `wrap` and `unwrap` of `inner` first waits a
-/// fixed `delay` and is counted. `refresh`, `current_key` and `health` pass straight through,
-/// uncounted: the figures here are about the data path. A benchmark harness only — it models
-/// nothing of Azure's behaviour beyond one fixed round-trip time.
-pub struct LatencyModel {
-    inner: Arc<dyn KeyProvider>,
-    delay: Duration,
-    wraps: AtomicU64,
-    unwraps: AtomicU64,
+/// A Key Vault emulator (crates/keyvault-emulator) on its own 2-worker runtime, as a separate
+/// service would be, with one RSA-2048 key "kek" (what Azure's Go plugin and most clusters use)
+/// and a client-secret identity holding only get, wrapKey and unwrapKey. The emulator's counters
+/// say how many remote calls a benchmark made; its fault rules add the remote latency.
+pub struct Vault {
+    emulator: Option<RunningEmulator>,
+    runtime: Option<tokio::runtime::Runtime>,
+    _dir: tempfile::TempDir,
+    client_id: String,
+    secret_file: PathBuf,
 }
 
-impl LatencyModel {
-    /// `inner` with `delay` added to each wrap and unwrap.
-    pub fn new(inner: Arc<dyn KeyProvider>, delay: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            delay,
-            wraps: AtomicU64::new(0),
-            unwraps: AtomicU64::new(0),
-        })
+impl Vault {
+    /// Starts the emulator and creates the key and the identity.
+    pub async fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bench-vault")
+            .enable_all()
+            .build()
+            .expect("emulator runtime");
+        // Emulator::start serves on the runtime it is called on.
+        let emulator = runtime
+            .spawn(Emulator::start(Options::key_vault()))
+            .await
+            .expect("emulator task")
+            .expect("the emulator starts");
+        let dir = short_tempdir();
+        let client_id = "00000000-0000-4000-8000-0000000be0c4".to_owned();
+        let secret = kube_kms::provider::azure::random_version();
+        emulator
+            .register_identity(IdentitySpec {
+                name: Some("kube-kms-bench".into()),
+                client_id: Some(client_id.clone()),
+                client_secret: Some(secret.clone()),
+                permissions: Some(vec![
+                    Permission::Get,
+                    Permission::WrapKey,
+                    Permission::UnwrapKey,
+                ]),
+                ..IdentitySpec::default()
+            })
+            .expect("register the identity");
+        let secret_file = dir.path().join("client-secret");
+        std::fs::write(&secret_file, &secret).expect("write the secret file");
+        emulator
+            .create_key("kek", KeySpec::rsa(2048))
+            .await
+            .expect("create the key");
+        Self {
+            emulator: Some(emulator),
+            runtime: Some(runtime),
+            _dir: dir,
+            client_id,
+            secret_file,
+        }
     }
 
-    /// Remote calls made so far: wraps plus unwraps.
+    fn emulator(&self) -> &RunningEmulator {
+        self.emulator.as_ref().expect("running until dropped")
+    }
+
+    /// A fresh Azure provider on the key, opened as `kube-kms serve` opens it (token, key read,
+    /// wrap/unwrap self-test), reaching the emulator as an operator's configuration would: its
+    /// CA through `azure.ca_file`, tokens from its Entra endpoint.
+    pub async fn provider(&self) -> Arc<AzureKeyVaultProvider> {
+        let emulator = self.emulator();
+        let key = KeyRef::new(&emulator.vault_url(), "kek").expect("the emulator's URL");
+        let mut config = AzureConfig::new(key);
+        config.transport.ca_file = Some(emulator.ca_pem_path().to_owned());
+        config.authority_host = Some(emulator.authority_url());
+        config.insecure_skip_challenge_resource_check = true;
+        config.auth.azure_json = self._dir.path().join("no-azure.json");
+        config.auth.mode = AuthMode::ClientSecret;
+        config.auth.tenant_id = Some(emulator.tenant_id().to_owned());
+        config.auth.client_id = Some(self.client_id.clone());
+        config.auth.client_secret = Some(SecretSource::File(self.secret_file.clone()));
+        Arc::new(
+            AzureKeyVaultProvider::open_with_env(config, &AzureEnv::from_pairs(&[]))
+                .await
+                .expect("the Azure provider opens"),
+        )
+    }
+
+    /// From now on the emulator waits `latency` before answering every request.
+    pub fn add_latency(&self, latency: Duration) {
+        let millis = u64::try_from(latency.as_millis()).expect("a sane latency");
+        self.emulator()
+            .inject(FaultRule::always(Fault::Latency { millis }));
+    }
+
+    /// Requests the emulator has received so far, of every operation (key reads, wraps,
+    /// unwraps, tokens, challenges): every remote call, from the service's side.
     pub fn remote_calls(&self) -> u64 {
-        self.wraps.load(Ordering::Relaxed) + self.unwraps.load(Ordering::Relaxed)
+        self.emulator()
+            .all_counts()
+            .values()
+            .map(|counts| counts.requests)
+            .sum()
+    }
+
+    /// Unwrap requests the emulator has received so far.
+    pub fn unwraps(&self) -> u64 {
+        self.emulator().calls(Operation::UnwrapKey)
     }
 }
 
-#[async_trait]
-impl KeyProvider for LatencyModel {
-    fn kind(&self) -> &'static str {
-        "latency-model"
+impl Drop for Vault {
+    fn drop(&mut self) {
+        drop(self.emulator.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
+}
 
-    async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
-        self.inner.refresh().await
-    }
-
-    async fn current_key(&self) -> Option<KeyVersion> {
-        self.inner.current_key().await
-    }
-
-    async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
-        self.wraps.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(self.delay).await;
-        self.inner.wrap(key, kek).await
-    }
-
-    async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
-        self.unwraps.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(self.delay).await;
-        self.inner.unwrap(version, wrapped).await
-    }
-
-    async fn health(&self) -> ProviderHealth {
-        self.inner.health().await
-    }
+/// `provider` as `kube-kms serve` wraps it: deadlines, a circuit breaker and at most
+/// [`GuardPolicy::DEFAULT`]`.max_concurrent_unwraps` unwraps in flight.
+pub fn guarded(provider: Arc<dyn KeyProvider>) -> Arc<dyn KeyProvider> {
+    Arc::new(Guarded::new(provider, GuardPolicy::DEFAULT))
 }
 
 /// The local key ring in `dir`/keys (created 0700 on first use), as `kube-kms serve` opens it.
