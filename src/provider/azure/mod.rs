@@ -702,8 +702,12 @@ impl KeyProvider for AzureKeyVaultProvider {
                 Ok(version)
             }
             Err(error) => {
-                let authoritative = matches!(error, ProviderError::Revoked { .. });
-                state.refresh_failure = Some((error.to_string(), authoritative));
+                // A revocation's reason alone, as `call_revoked` holds it: Status and /readyz
+                // add their own "key revoked" / "revoked" prefix.
+                state.refresh_failure = Some(match &error {
+                    ProviderError::Revoked { reason } => (reason.clone(), true),
+                    other => (other.to_string(), false),
+                });
                 Err(error)
             }
         }
