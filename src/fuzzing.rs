@@ -59,6 +59,7 @@ pub fn decrypt_v2_proto(data: &[u8]) {
         && format::parse_v2_ciphertext(&request.ciphertext).is_ok()
         && format::parse_annotations(&request.annotations).is_ok();
     let fixture = Fixture::get();
+    let _one_input_at_a_time = fixture.serial();
     let unwraps = fixture.unwraps();
     let envelope = fixture.envelope();
     let result = fixture.runtime.block_on(envelope.decrypt(
@@ -85,6 +86,7 @@ pub fn decrypt_v1_proto(data: &[u8]) {
     let parsed = format::parse_v1_blob(&request.cipher);
     let header_len = parsed.as_ref().map_or(0, |blob| blob.header.len());
     let fixture = Fixture::get();
+    let _one_input_at_a_time = fixture.serial();
     let unwraps = fixture.unwraps();
     let envelope = fixture.envelope();
     let result = fixture
@@ -193,6 +195,9 @@ pub fn seed_requests() -> Vec<(&'static str, Vec<u8>)> {
 struct Fixture {
     runtime: tokio::runtime::Runtime,
     provider: Arc<FuzzProvider>,
+    /// Held for one whole input: the unwrap counter is shared, and the corpus replay in
+    /// `cargo test` runs targets on parallel threads.
+    serial: std::sync::Mutex<()>,
 }
 
 impl Fixture {
@@ -206,6 +211,7 @@ impl Fixture {
             Self {
                 runtime,
                 provider: Arc::new(FuzzProvider::new()),
+                serial: std::sync::Mutex::new(()),
             }
         })
     }
@@ -219,6 +225,12 @@ impl Fixture {
                 NonZeroUsize::MIN,
             ))
             .unwrap_or_else(|error| panic!("fuzzing envelope starts: {error}"))
+    }
+
+    fn serial(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.serial
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn unwraps(&self) -> u64 {
