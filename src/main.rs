@@ -435,6 +435,8 @@ impl Reloader {
         }
         let restart_needed = next.socket != current.socket
             || next.socket_mode != current.socket_mode
+            || next.socket_group != current.socket_group
+            || next.refuse_root != current.refuse_root
             || next.health_address != current.health_address
             || next.refresh_interval != current.refresh_interval
             || next.rotation != current.rotation

@@ -228,10 +228,7 @@ impl Envelope {
         format::check_key_id(key_id)?;
         let parsed = format::parse_v2_ciphertext(ciphertext)?;
         let wrapped = format::parse_annotations(annotations)?;
-        // Refused before the cache: a revoked key makes no remote unwrap and re-caches no KEK.
-        self.check_not_revoked()?;
         let kek = self.kek_for(wrapped).await?;
-        self.check_not_revoked()?;
         format::with_v2_aad(key_id, |aad| kek.gcm().open(aad, parsed.sealed))
             .map_err(|_| EnvelopeError::Authentication)
     }
@@ -252,9 +249,7 @@ impl Envelope {
     /// v1 Decrypt: opens a blob written by [`Envelope::encrypt_v1`].
     pub async fn decrypt_v1(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let parsed = format::parse_v1_blob(blob)?;
-        self.check_not_revoked()?;
         let kek = self.kek_for(parsed.kek).await?;
-        self.check_not_revoked()?;
         kek.gcm()
             .open(parsed.header, parsed.sealed)
             .map_err(|_| EnvelopeError::Authentication)
@@ -486,7 +481,11 @@ impl Envelope {
         Ok(())
     }
 
+    /// The KEK `wrapped` names, from the cache or unwrapped once. Refused while the key is
+    /// revoked — before the lookup, so a revoked key makes no remote unwrap and re-caches no
+    /// KEK, and after it, so an unwrap that finished across a revocation is not used.
     async fn kek_for(&self, wrapped: WrappedKekRef<'_>) -> Result<Arc<Kek>, EnvelopeError> {
+        self.check_not_revoked()?;
         // The owned copies the unwrap task needs are made only on a miss, not on every hit.
         let kek = self
             .cache
@@ -506,6 +505,7 @@ impl Envelope {
                 }
             })
             .await?;
+        self.check_not_revoked()?;
         Ok(kek)
     }
 }
