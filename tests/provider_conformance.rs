@@ -1247,6 +1247,21 @@ fn block_on<F: Future<Output = ()>>(future: F) {
         .block_on(future);
 }
 
+/// Held by every trial that touches SoftHSM: several SoftHSM instances (this process, the
+/// token-reset copy of the module, the `kube-kms` child processes) share one token directory,
+/// and SoftHSM does not make creating a token in one instance and finding it from another
+/// safe under concurrency (seen as a missing token on a loaded machine). The checks' own
+/// concurrency (64 tasks against one provider) is inside a trial and unaffected.
+static SOFTHSM: Mutex<()> = Mutex::new(());
+
+fn softhsm_turn(name: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    name.starts_with("pkcs11").then(|| {
+        SOFTHSM
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    })
+}
+
 fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for backend in backends() {
@@ -1255,6 +1270,7 @@ fn trials() -> Vec<Trial> {
             trials.push(Trial::test(
                 format!("{}::{name}", backend.name()),
                 move || {
+                    let _turn = softhsm_turn(backend.name());
                     block_on(async move { check(backend.open().await).await });
                     Ok(())
                 },
@@ -1263,6 +1279,7 @@ fn trials() -> Vec<Trial> {
     }
     for (name, check) in pkcs11_checks() {
         trials.push(Trial::test(format!("pkcs11::{name}"), move || {
+            let _turn = softhsm_turn("pkcs11");
             block_on(check);
             Ok(())
         }));
