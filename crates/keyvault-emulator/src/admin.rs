@@ -1,5 +1,5 @@
 //! The admin HTTP API under the reserved path `/_emulator/`: the same controls as the Rust API
-//! (keys, identities, permissions, faults, throttling, counters) for the Python suite and the
+//! (keys, secrets, certificates, identities, permissions, faults, throttling, counters) for the Python suite and the
 //! binary. It needs no token — the emulator is a test fixture bound to loopback — and is never
 //! counted or faulted. Answers are JSON; errors are `{"error": "..."}`.
 
@@ -9,12 +9,15 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::certificates::CertificateInfo;
+use crate::certs_api;
 use crate::error::{EmulatorError, ServiceError};
 use crate::faults::{FaultRule, ThrottleLimits};
 use crate::http::{Req, Resp, json as json_response};
 use crate::identity::{FederatedCredential, IdentitySpec};
 use crate::model::{Operation, Permission};
-use crate::state::{KeyInfo, KeySpec, KeyUpdate, Shared};
+use crate::secrets::{SecretInfo, SecretSpec};
+use crate::state::{KeyInfo, KeySpec, KeyUpdate, Shared, now_secs};
 
 fn ok(value: Value) -> Resp {
     json_response(StatusCode::OK, &value)
@@ -181,6 +184,100 @@ async fn serve(shared: &Arc<Shared>, req: &mut Req) -> Result<Resp, Resp> {
             shared.store().purge(name).map_err(|e| from_service(&e))?;
             Ok(ok(json!({ "purged": name })))
         }
+        (&Method::POST, ["secrets", name]) => {
+            let spec: SecretSpec = body(req).await?;
+            let version = spec
+                .to_version(name, now_secs())
+                .map_err(|e| from_service(&e))?;
+            let mut store = shared.secrets();
+            if store.get(name, None).is_ok_and(|latest| latest.managed) {
+                return Err(from_service(&ServiceError::managed_by_key_vault("set")));
+            }
+            let version = store.add_version(version).map_err(|e| from_service(&e))?;
+            Ok(ok(to_json(&SecretInfo::of(&version, &host))))
+        }
+        (&Method::GET, ["secrets", name, "versions"]) => {
+            let store = shared.secrets();
+            let versions = store.versions(name).map_err(|e| from_service(&e))?;
+            Ok(ok(Value::Array(
+                versions
+                    .iter()
+                    .map(|v| to_json(&SecretInfo::of(v, &host)))
+                    .collect(),
+            )))
+        }
+        (&Method::GET, ["secrets", name]) | (&Method::GET, ["secrets", name, _]) => {
+            let store = shared.secrets();
+            let secret = store
+                .get(name, s.get(2).copied())
+                .map_err(|e| from_service(&e))?;
+            Ok(ok(to_json(&SecretInfo::of(secret, &host))))
+        }
+        (&Method::PATCH, ["secrets", name]) | (&Method::PATCH, ["secrets", name, _]) => {
+            let attrs: AttributesBody = body(req).await?;
+            let mut store = shared.secrets();
+            let secret = store
+                .get_mut(name, s.get(2).copied())
+                .map_err(|e| from_service(&e))?;
+            if let Some(enabled) = attrs.enabled {
+                secret.attributes.enabled = enabled;
+            }
+            if let Some(nbf) = attrs.nbf {
+                secret.attributes.nbf = nbf;
+            }
+            if let Some(exp) = attrs.exp {
+                secret.attributes.exp = exp;
+            }
+            secret.attributes.updated = now_secs();
+            Ok(ok(to_json(&SecretInfo::of(secret, &host))))
+        }
+        (&Method::DELETE, ["secrets", name]) => {
+            let days = shared.config.retention_days;
+            shared
+                .secrets()
+                .delete(name, now_secs(), days)
+                .map_err(|e| from_service(&e))?;
+            Ok(ok(json!({ "deleted": name })))
+        }
+        (&Method::POST, ["deletedsecrets", name, "recover"]) => {
+            let version = shared
+                .secrets()
+                .recover(name)
+                .map_err(|e| from_service(&e))?;
+            Ok(ok(to_json(&SecretInfo::of(&version, &host))))
+        }
+        (&Method::DELETE, ["deletedsecrets", name]) => {
+            shared.secrets().purge(name).map_err(|e| from_service(&e))?;
+            Ok(ok(json!({ "purged": name })))
+        }
+        (&Method::POST, ["certificates", name]) => {
+            let request = req.json().await.map_err(|e| from_service(&e))?;
+            certs_api::begin_create(shared, name, &request)
+                .await
+                .map_err(|e| from_service(&e))?;
+            certs_api::settle(shared, name);
+            let certs = shared.certificates();
+            let cert = certs
+                .versions
+                .get(name, None)
+                .map_err(|e| from_service(&e))?;
+            Ok(ok(to_json(&CertificateInfo::of(cert, &host))))
+        }
+        (&Method::POST, ["certificates", name, "import"]) => {
+            let request = req.json().await.map_err(|e| from_service(&e))?;
+            let cert = certs_api::import(shared, name, &request)
+                .await
+                .map_err(|e| from_service(&e))?;
+            Ok(ok(to_json(&CertificateInfo::of(&cert, &host))))
+        }
+        (&Method::GET, ["certificates", name]) | (&Method::GET, ["certificates", name, _]) => {
+            let certs = shared.certificates();
+            let cert = certs
+                .versions
+                .get(name, s.get(2).copied())
+                .map_err(|e| from_service(&e))?;
+            Ok(ok(to_json(&CertificateInfo::of(cert, &host))))
+        }
         (&Method::GET, ["identities"]) => Ok(ok(to_json(&shared.directory().list()))),
         (&Method::POST, ["identities"]) => {
             let spec: IdentitySpec = body(req).await?;
@@ -282,6 +379,7 @@ async fn serve(shared: &Arc<Shared>, req: &mut Req) -> Result<Resp, Resp> {
                 .collect();
             Ok(ok(Value::Object(map)))
         }
+        (&Method::GET, ["counters", "reads"]) => Ok(ok(to_json(&shared.faults().all_reads()))),
         (&Method::DELETE, ["counters"]) => {
             shared.faults().reset_counts();
             Ok(ok(json!({})))

@@ -1,15 +1,21 @@
-//! The JSON shapes of the Keys REST API: KeyBundle, KeyItem, DeletedKeyBundle, DeletedKeyItem,
-//! and the pages of list operations. `kid`, `recoveryId` and `nextLink` are built from the
+//! The JSON shapes of the Keys REST API: KeyBundle, KeyItem, DeletedKeyBundle, DeletedKeyItem;
+//! the attributes and deleted-object fields every object kind shares; and the pages of list
+//! operations (keys, secrets and certificates alike). `kid`, `recoveryId` and `nextLink` are built from the
 //! request's Host header (port included), as the service does.
 //!
-//! Only public key parts (n, e) are ever rendered.
+//! Only public key parts (n, e; crv, x, y) are ever rendered.
 
+use std::collections::BTreeMap;
+
+use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::b64;
-use crate::store::{Attributes, DeletedKey, KeyVersion};
+use crate::error::ServiceError;
+use crate::http::{Req, Resp, json as json_response};
+use crate::store::{Attributes, Deleted, DeletedKey, KeyVersion, Versioned};
 
-/// The attributes object.
+/// The attributes object of any vault object.
 pub fn attributes(attributes: &Attributes, retention_days: u32) -> Value {
     let mut value = json!({
         "enabled": attributes.enabled,
@@ -17,7 +23,6 @@ pub fn attributes(attributes: &Attributes, retention_days: u32) -> Value {
         "updated": attributes.updated,
         "recoveryLevel": "Recoverable+Purgeable",
         "recoverableDays": retention_days,
-        "exportable": false,
     });
     if let Some(nbf) = attributes.nbf {
         value["nbf"] = json!(nbf);
@@ -44,6 +49,11 @@ pub fn jwk(base: &str, version: &KeyVersion) -> Value {
         key["n"] = json!(b64::encode(&n));
         key["e"] = json!(b64::encode(&e));
     }
+    if let Some((crv, x, y)) = version.material.ec_public_parts() {
+        key["crv"] = json!(crv.as_str());
+        key["x"] = json!(b64::encode(&x));
+        key["y"] = json!(b64::encode(&y));
+    }
     key
 }
 
@@ -51,10 +61,13 @@ pub fn jwk(base: &str, version: &KeyVersion) -> Value {
 pub fn key_bundle(base: &str, version: &KeyVersion, retention_days: u32) -> Value {
     let mut bundle = json!({
         "key": jwk(base, version),
-        "attributes": attributes(&version.attributes, retention_days),
+        "attributes": key_attributes(&version.attributes, retention_days),
     });
     if !version.tags.is_empty() {
         bundle["tags"] = json!(version.tags);
+    }
+    if version.managed {
+        bundle["managed"] = json!(true);
     }
     bundle
 }
@@ -73,7 +86,7 @@ pub fn key_item(
     };
     let mut item = json!({
         "kid": kid,
-        "attributes": attributes(&version.attributes, retention_days),
+        "attributes": key_attributes(&version.attributes, retention_days),
     });
     if !version.tags.is_empty() {
         item["tags"] = json!(version.tags);
@@ -81,30 +94,97 @@ pub fn key_item(
     item
 }
 
-fn add_deleted_fields(value: &mut Value, base: &str, name: &str, deleted: &DeletedKey) {
-    value["recoveryId"] = json!(format!("{base}/deletedkeys/{name}"));
+fn key_attributes(attributes: &Attributes, retention_days: u32) -> Value {
+    let mut value = self::attributes(attributes, retention_days);
+    value["exportable"] = json!(false);
+    value
+}
+
+/// A deleted object's JSON: its latest version rendered by `render`, plus `recoveryId`,
+/// `deletedDate` and `scheduledPurgeDate`.
+pub fn deleted<T: Versioned>(
+    base: &str,
+    deleted: &Deleted<T>,
+    render: impl FnOnce(&T) -> Value,
+) -> Value {
+    let Some(latest) = deleted.latest() else {
+        return json!({});
+    };
+    let mut value = render(latest);
+    value["recoveryId"] = json!(format!(
+        "{base}/{}/{}",
+        T::KIND.deleted_collection(),
+        latest.name()
+    ));
     value["deletedDate"] = json!(deleted.deleted_date);
     value["scheduledPurgeDate"] = json!(deleted.scheduled_purge_date);
+    value
 }
 
 /// A DeletedKeyBundle (the latest version).
 pub fn deleted_bundle(base: &str, deleted: &DeletedKey, retention_days: u32) -> Value {
-    let Some(latest) = deleted.latest() else {
-        return json!({});
-    };
-    let mut value = key_bundle(base, latest, retention_days);
-    add_deleted_fields(&mut value, base, &latest.name, deleted);
-    value
+    self::deleted(base, deleted, |latest| {
+        key_bundle(base, latest, retention_days)
+    })
 }
 
 /// A DeletedKeyItem.
 pub fn deleted_item(base: &str, deleted: &DeletedKey, retention_days: u32) -> Value {
-    let Some(latest) = deleted.latest() else {
-        return json!({});
+    self::deleted(base, deleted, |latest| {
+        key_item(base, latest, false, retention_days)
+    })
+}
+
+/// The attribute changes a request body's `attributes` carries; `Some(None)` clears nbf/exp.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttributeUpdate {
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// New not-before.
+    pub nbf: Option<Option<i64>>,
+    /// New expiry.
+    pub exp: Option<Option<i64>>,
+}
+
+fn time_field(attributes: &Value, name: &str) -> Result<Option<Option<i64>>, ServiceError> {
+    match attributes.get(name) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(value) => value.as_i64().map(|t| Some(Some(t))).ok_or_else(|| {
+            ServiceError::bad_parameter(format!("Attribute '{name}' must be a unix time."))
+        }),
+    }
+}
+
+/// Reads `attributes.{enabled,nbf,exp}` of a request body.
+pub fn parse_attributes(body: &Value) -> Result<AttributeUpdate, ServiceError> {
+    let attributes = body.get("attributes").cloned().unwrap_or(Value::Null);
+    let enabled = match attributes.get("enabled") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(ServiceError::bad_parameter(
+                "Attribute 'enabled' must be a boolean.",
+            ));
+        }
     };
-    let mut value = key_item(base, latest, false, retention_days);
-    add_deleted_fields(&mut value, base, &latest.name, deleted);
-    value
+    Ok(AttributeUpdate {
+        enabled,
+        nbf: time_field(&attributes, "nbf")?,
+        exp: time_field(&attributes, "exp")?,
+    })
+}
+
+/// Reads `tags` of a request body.
+pub fn parse_tags(body: &Value) -> Result<Option<BTreeMap<String, String>>, ServiceError> {
+    match body.get("tags") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => serde_json::from_value(value.clone())
+            .map(Some)
+            .map_err(|_| {
+                ServiceError::bad_parameter("Property 'tags' must map strings to strings.")
+            }),
+    }
 }
 
 /// One page of a list: `value` and `nextLink` (null on the last page). `skip` is the offset
@@ -129,6 +209,37 @@ pub fn page(
         Value::Null
     };
     json!({ "value": value, "nextLink": next_link })
+}
+
+/// Answers a list request: reads `maxresults` (1..=25; `default_max` when absent) and
+/// `$skiptoken` from the request and renders that page of `items`.
+pub fn paged(
+    req: &Req,
+    default_max: usize,
+    path: &str,
+    items: Vec<Value>,
+) -> Result<Resp, ServiceError> {
+    let max = match req.query("maxresults") {
+        Some(text) => match text.parse::<usize>() {
+            Ok(n @ 1..=25) => n,
+            _ => {
+                return Err(ServiceError::bad_parameter(
+                    "maxresults must be an integer between 1 and 25.",
+                ));
+            }
+        },
+        None => default_max,
+    };
+    let skip = match req.query("$skiptoken") {
+        Some(token) => parse_skiptoken(token)
+            .ok_or_else(|| ServiceError::bad_parameter("The $skiptoken is not valid."))?,
+        None => 0,
+    };
+    let api_version = req.query("api-version").unwrap_or_default();
+    Ok(json_response(
+        StatusCode::OK,
+        &page(&req.base(), path, api_version, items, skip, max),
+    ))
 }
 
 /// Parses a `$skiptoken` made by [`page`].

@@ -1,6 +1,8 @@
 //! Key material and the cryptographic operations the service performs with it: RSA-OAEP-256,
 //! RSA-OAEP and RSA1_5 on RSA keys; AES key wrap (RFC 3394, A*KW and CKM_AES_KEY_WRAP), AES key
-//! wrap with padding (RFC 5649, CKM_AES_KEY_WRAP_PAD) and AES-GCM on oct-HSM keys.
+//! wrap with padding (RFC 5649, CKM_AES_KEY_WRAP_PAD) and AES-GCM on oct-HSM keys. EC keys
+//! ([`ec`]) are held for their public JWK and for certificates; no operation here applies to
+//! them (sign/verify is not emulated).
 //!
 //! Private key bytes never leave this module except as the public JWK parts (n, e). Material
 //! zeroizes on drop and its `Debug` is redacted. Errors say which rule was broken, never what
@@ -20,7 +22,11 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::ServiceError;
-use crate::model::KeyType;
+use crate::model::{Curve, KeyType};
+
+pub mod ec;
+
+use ec::EcMaterial;
 
 type Aes192Gcm = AesGcm<aes_kw::aes::Aes192, aes_gcm::aead::consts::U12>;
 
@@ -239,6 +245,8 @@ pub enum KeyMaterial {
     Rsa(Box<PrivateKey>),
     /// An AES key of 16, 24 or 32 bytes.
     Oct(Zeroizing<Vec<u8>>),
+    /// An elliptic curve private key.
+    Ec(Box<EcMaterial>),
 }
 
 impl fmt::Debug for KeyMaterial {
@@ -246,6 +254,7 @@ impl fmt::Debug for KeyMaterial {
         match self {
             Self::Rsa(key) => write!(f, "KeyMaterial::Rsa({} bits, [redacted])", key.size() * 8),
             Self::Oct(key) => write!(f, "KeyMaterial::Oct({} bits, [redacted])", key.len() * 8),
+            Self::Ec(key) => write!(f, "KeyMaterial::Ec({}, [redacted])", key.curve()),
         }
     }
 }
@@ -260,10 +269,80 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
 impl KeyMaterial {
     /// Generates an RSA key of `bits` (2048, 3072 or 4096) with e = 65537. CPU-heavy: call it
     /// off the async runtime.
+    /// OpenSSL generates the primes: the pure-Rust generator takes seconds in debug builds.
     pub fn generate_rsa(bits: usize) -> Result<Self, CryptoError> {
-        let key = PrivateKey::new(&mut SysRng, bits)
-            .map_err(|_| CryptoError::InvalidKey("RSA key generation failed"))?;
-        Ok(Self::Rsa(Box::new(key)))
+        let failed = |_| CryptoError::InvalidKey("RSA key generation failed");
+        let bits = u32::try_from(bits).map_err(|_| CryptoError::InvalidKey("RSA key size"))?;
+        let key = openssl::rsa::Rsa::generate(bits).map_err(failed)?;
+        Self::from_openssl(openssl::pkey::PKey::from_rsa(key).map_err(failed)?)
+    }
+
+    /// Generates an EC key on `curve`.
+    pub fn generate_ec(curve: Curve) -> Result<Self, CryptoError> {
+        Ok(Self::Ec(Box::new(EcMaterial::generate(curve)?)))
+    }
+
+    /// Builds an EC private key from big-endian JWK components (x, y, d).
+    pub fn ec_from_components(
+        curve: Curve,
+        x: &[u8],
+        y: &[u8],
+        d: &[u8],
+    ) -> Result<Self, CryptoError> {
+        Ok(Self::Ec(Box::new(EcMaterial::from_components(
+            curve, x, y, d,
+        )?)))
+    }
+
+    /// Takes an RSA or EC private key parsed by OpenSSL (from a PFX or PEM file).
+    pub fn from_openssl(
+        key: openssl::pkey::PKey<openssl::pkey::Private>,
+    ) -> Result<Self, CryptoError> {
+        if let Ok(rsa) = key.rsa() {
+            let part = |n: Option<&openssl::bn::BigNumRef>| {
+                n.map(|n| Zeroizing::new(n.to_vec()))
+                    .ok_or(CryptoError::InvalidKey("the RSA key lacks its primes"))
+            };
+            return Self::rsa_from_components(
+                &rsa.n().to_vec(),
+                &rsa.e().to_vec(),
+                &Zeroizing::new(rsa.d().to_vec()),
+                &part(rsa.p())?,
+                &part(rsa.q())?,
+            );
+        }
+        if let Ok(ec) = key.ec_key() {
+            return Ok(Self::Ec(Box::new(EcMaterial::from_openssl(ec)?)));
+        }
+        Err(CryptoError::InvalidKey(
+            "only RSA and EC keys are supported",
+        ))
+    }
+
+    /// The key as an OpenSSL `PKey`, to sign a certificate or build a PFX with.
+    pub fn to_openssl(&self) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, CryptoError> {
+        match self {
+            Self::Rsa(key) => {
+                use rsa::pkcs8::EncodePrivateKey;
+                let der = key
+                    .to_pkcs8_der()
+                    .map_err(|_| CryptoError::InvalidKey("RSA key encoding failed"))?;
+                openssl::pkey::PKey::private_key_from_pkcs8(der.as_bytes())
+                    .map_err(|_| CryptoError::InvalidKey("RSA key conversion failed"))
+            }
+            Self::Ec(key) => key.to_pkey(),
+            Self::Oct(_) => Err(CryptoError::InvalidKey(
+                "an AES key has no certificate form",
+            )),
+        }
+    }
+
+    /// The curve and JWK `x`, `y` of an EC key.
+    pub fn ec_public_parts(&self) -> Option<(Curve, Vec<u8>, Vec<u8>)> {
+        match self {
+            Self::Ec(key) => key.public_coordinates().map(|(x, y)| (key.curve(), x, y)),
+            _ => None,
+        }
     }
 
     /// Generates an AES key of `bits` (128, 192 or 256).
@@ -315,6 +394,7 @@ impl KeyMaterial {
         match self {
             Self::Rsa(key) => key.size() * 8,
             Self::Oct(key) => key.len() * 8,
+            Self::Ec(key) => key.curve().bits(),
         }
     }
 
@@ -322,7 +402,7 @@ impl KeyMaterial {
     pub fn rsa_public(&self) -> Option<PublicKey> {
         match self {
             Self::Rsa(key) => Some(key.to_public_key()),
-            Self::Oct(_) => None,
+            Self::Oct(_) | Self::Ec(_) => None,
         }
     }
 
@@ -330,7 +410,7 @@ impl KeyMaterial {
     pub fn rsa_public_parts(&self) -> Option<(Vec<u8>, Vec<u8>)> {
         match self {
             Self::Rsa(key) => Some((key.n_bytes().into_vec(), key.e_bytes().into_vec())),
-            Self::Oct(_) => None,
+            Self::Oct(_) | Self::Ec(_) => None,
         }
     }
 
@@ -339,6 +419,7 @@ impl KeyMaterial {
             (Self::Rsa(_), _) => alg.is_rsa(),
             (Self::Oct(_), Usage::KeyWrap) => alg.is_key_wrap(),
             (Self::Oct(_), Usage::Encryption) => alg.is_gcm(),
+            (Self::Ec(_), _) => false,
         };
         if !applicable {
             return Err(CryptoError::AlgorithmNotApplicable {
@@ -383,6 +464,10 @@ impl KeyMaterial {
                 })
             }
             Self::Oct(key) if alg.is_gcm() => gcm_seal(key, plaintext, aad.unwrap_or_default()),
+            Self::Ec(_) => Err(CryptoError::AlgorithmNotApplicable {
+                alg: alg.as_str(),
+                kty,
+            }),
             Self::Oct(key) => {
                 let value = if alg == Algorithm::CkmAesKeyWrapPad {
                     kwp_wrap(key, plaintext)?
@@ -427,6 +512,10 @@ impl KeyMaterial {
                 result.map(Zeroizing::new)
             }
             Self::Oct(key) if alg.is_gcm() => gcm_open(key, ciphertext, params),
+            Self::Ec(_) => Err(CryptoError::AlgorithmNotApplicable {
+                alg: alg.as_str(),
+                kty,
+            }),
             Self::Oct(key) => {
                 if alg == Algorithm::CkmAesKeyWrapPad {
                     kwp_unwrap(key, ciphertext)

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use http::StatusCode;
 use serde_json::json;
 
+use crate::model::{ObjectKind, Permission};
+
 /// An error answer of the Key Vault / Managed HSM REST API:
 /// `{"error":{"code","message","innererror"?:{"code"}}}` with an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,42 +43,92 @@ impl ServiceError {
 
     /// 404 KeyNotFound for a key name (and version, when one was named).
     pub fn key_not_found(name: &str, version: Option<&str>) -> Self {
-        let message = match version {
-            Some(version) => format!(
-                "A key with (name/id) {name}/{version} was not found in this key vault. If you \
-                 recently deleted this key you may be able to recover it using the correct \
-                 recovery command."
-            ),
-            None => format!(
-                "A key with (name/id) {name} was not found in this key vault. If you recently \
-                 deleted this key you may be able to recover it using the correct recovery \
+        Self::not_found(ObjectKind::Key, name, version)
+    }
+
+    /// 404 `KeyNotFound` / `SecretNotFound` / `CertificateNotFound` for a name (and version,
+    /// when one was named), in the service's words.
+    pub fn not_found(kind: ObjectKind, name: &str, version: Option<&str>) -> Self {
+        let noun = kind.noun();
+        let id = match version {
+            Some(version) => format!("{name}/{version}"),
+            None => name.to_owned(),
+        };
+        Self::new(
+            StatusCode::NOT_FOUND,
+            kind.not_found_code(),
+            format!(
+                "A {noun} with (name/id) {id} was not found in this key vault. If you recently \
+                 deleted this {noun} you may be able to recover it using the correct recovery \
                  command."
             ),
-        };
-        Self::new(StatusCode::NOT_FOUND, "KeyNotFound", message)
+        )
     }
 
     /// 404 KeyNotFound for a name that is not in the soft-deleted state.
     pub fn deleted_key_not_found(name: &str) -> Self {
+        Self::deleted_not_found(ObjectKind::Key, name)
+    }
+
+    /// 404 for a name that is not in the soft-deleted state.
+    pub fn deleted_not_found(kind: ObjectKind, name: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "KeyNotFound",
-            format!("Deleted Key not found: {name}"),
+            kind.not_found_code(),
+            format!("Deleted {} not found: {name}", kind.title()),
         )
     }
 
-    /// 403 Forbidden: the identity lacks a key permission.
-    pub fn permission_denied(identity: &str, permission: &str, vault: &str) -> Self {
+    /// 404 PendingCertificateNotFound: no certificate operation for the name.
+    pub fn pending_not_found(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "PendingCertificateNotFound",
+            format!("Pending certificate not found: {name}"),
+        )
+    }
+
+    /// 403 Forbidden: the identity lacks a permission (`keys unwrapKey`, `secrets get`).
+    pub fn permission_denied(identity: &str, permission: Permission, vault: &str) -> Self {
         let mut error = Self::new(
             StatusCode::FORBIDDEN,
             "Forbidden",
             format!(
-                "The user, group or application '{identity}' does not have keys {permission} \
+                "The user, group or application '{identity}' does not have {} {} \
                  permission on key vault '{vault}'. For help resolving this issue, please see \
-                 https://go.microsoft.com/fwlink/?linkid=2125287"
+                 https://go.microsoft.com/fwlink/?linkid=2125287",
+                permission.list_name(),
+                permission.verb()
             ),
         );
         error.inner = Some("ForbiddenByPolicy");
+        error
+    }
+
+    /// 403 Forbidden / innererror SecretDisabled: reading a disabled secret (or the backing
+    /// secret of a certificate still being created).
+    pub fn secret_disabled() -> Self {
+        let mut error = Self::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Operation get is not allowed on a disabled secret.",
+        );
+        error.inner = Some("SecretDisabled");
+        error
+    }
+
+    /// 403 Forbidden / innererror SecretManagedByKeyVault: changing a certificate's backing
+    /// secret directly.
+    pub fn managed_by_key_vault(operation: &str) -> Self {
+        let mut error = Self::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "Operation \"{operation}\" is not allowed as this object's lifetime is managed \
+                 by Key Vault."
+            ),
+        );
+        error.inner = Some("SecretManagedByKeyVault");
         error
     }
 
@@ -118,14 +170,16 @@ impl ServiceError {
         error
     }
 
-    /// 409 Conflict / ObjectIsDeletedButRecoverable: the name is held by a soft-deleted key.
-    pub fn deleted_but_recoverable(name: &str) -> Self {
+    /// 409 Conflict / ObjectIsDeletedButRecoverable: the name is held by a soft-deleted object.
+    pub fn deleted_but_recoverable(kind: ObjectKind, name: &str) -> Self {
         let mut error = Self::new(
             StatusCode::CONFLICT,
             "Conflict",
             format!(
-                "Key {name} is currently in a deleted but recoverable state, and its name cannot \
-                 be reused; in this state, the key can only be recovered or purged."
+                "{} {name} is currently in a deleted but recoverable state, and its name cannot \
+                 be reused; in this state, the {} can only be recovered or purged.",
+                kind.title(),
+                kind.noun()
             ),
         );
         error.inner = Some("ObjectIsDeletedButRecoverable");
@@ -320,5 +374,42 @@ mod tests {
         assert_eq!(ServiceError::throttled(None).retry_after(), None);
         assert_eq!(ServiceError::throttled(Some(3)).retry_after(), Some(3));
         assert_eq!(ServiceError::throttled(None).status().as_u16(), 429);
+    }
+
+    #[test]
+    fn each_object_kind_has_its_not_found_code_and_words() {
+        let secret = ServiceError::not_found(ObjectKind::Secret, "db", Some("abc"));
+        assert_eq!(
+            (secret.status().as_u16(), secret.code()),
+            (404, "SecretNotFound")
+        );
+        assert!(
+            secret
+                .message()
+                .starts_with("A secret with (name/id) db/abc was not found")
+        );
+        let cert = ServiceError::deleted_but_recoverable(ObjectKind::Certificate, "tls");
+        assert_eq!(cert.inner_code(), Some("ObjectIsDeletedButRecoverable"));
+        assert!(
+            cert.message()
+                .starts_with("Certificate tls is currently in a deleted")
+        );
+        let denied = ServiceError::permission_denied("app", Permission::SecretGet, "v");
+        assert!(
+            denied
+                .message()
+                .contains("does not have secrets get permission")
+        );
+        let disabled = ServiceError::secret_disabled().body();
+        assert_eq!(disabled["error"]["innererror"]["code"], "SecretDisabled");
+        assert_eq!(
+            disabled["error"]["message"],
+            "Operation get is not allowed on a disabled secret."
+        );
+        let managed = ServiceError::managed_by_key_vault("set");
+        assert_eq!(
+            managed.message(),
+            "Operation \"set\" is not allowed as this object's lifetime is managed by Key Vault."
+        );
     }
 }

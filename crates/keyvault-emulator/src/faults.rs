@@ -1,8 +1,10 @@
 //! Fault injection and call accounting: the test decides which requests are delayed, throttled,
 //! failed with a 5xx or dropped without an answer, optionally enforces the service's real
-//! per-10-second request budgets, and reads how many calls each operation received.
+//! per-10-second request budgets, and reads how many calls each operation received and how
+//! many reads each secret and certificate version received.
 //!
-//! Rules are consulted in the order they were added. Latency rules add up; the first matching
+//! Rules are consulted in the order they were added; a rule may be narrowed to one object
+//! name. Latency rules add up; the first matching
 //! non-latency rule decides the outcome. A rule with a `count` is used that many times and then
 //! forgotten. Time is `tokio::time::Instant`, so tests may pause the clock.
 
@@ -14,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::ServiceError;
-use crate::model::Operation;
+use crate::model::{ObjectKind, Operation};
 
 /// What happens to a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +50,9 @@ pub struct FaultRule {
     /// The operation; every operation when absent.
     #[serde(default)]
     pub operation: Option<Operation>,
+    /// The object (key, secret or certificate) name, case-insensitive; every name when absent.
+    #[serde(default)]
+    pub name: Option<String>,
     /// The fault.
     pub fault: Fault,
     /// How many requests it applies to; unlimited when absent.
@@ -60,6 +65,7 @@ impl FaultRule {
     pub fn on(operation: Operation, fault: Fault) -> Self {
         Self {
             operation: Some(operation),
+            name: None,
             fault,
             count: None,
         }
@@ -69,9 +75,16 @@ impl FaultRule {
     pub fn always(fault: Fault) -> Self {
         Self {
             operation: None,
+            name: None,
             fault,
             count: None,
         }
+    }
+
+    /// Narrows the rule to requests on the object `name`.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
     }
 
     /// Limits the rule to the next `count` matching requests.
@@ -104,6 +117,11 @@ pub struct ThrottleLimits {
     pub create_software: u32,
     /// Every other vault transaction (list, delete, recover, ...).
     pub other: u32,
+    /// Secret reads (`GET /secrets/{n}/{v}`). The service counts them among "all other
+    /// transactions"; the emulator gives them their own budget so a test can throttle them alone.
+    pub secret_get: u32,
+    /// Secret writes (`PUT /secrets/{n}`): the service's secret CREATE limit.
+    pub secret_set: u32,
     /// The window length in seconds.
     pub window_seconds: u64,
     /// `Retry-After` seconds on a throttled answer; none, like the service, by default.
@@ -123,6 +141,8 @@ impl ThrottleLimits {
             create_hsm: 10,
             create_software: 20,
             other: 4000,
+            secret_get: 4000,
+            secret_set: 300,
             window_seconds: 10,
             retry_after: None,
         }
@@ -141,6 +161,8 @@ impl ThrottleLimits {
             BudgetClass::Create { hsm: true } => self.create_hsm,
             BudgetClass::Create { hsm: false } => self.create_software,
             BudgetClass::Other => self.other,
+            BudgetClass::SecretGet => self.secret_get,
+            BudgetClass::SecretSet => self.secret_set,
             BudgetClass::Unthrottled => return None,
         })
     }
@@ -169,6 +191,10 @@ pub enum BudgetClass {
     },
     /// Any other vault transaction.
     Other,
+    /// A secret read.
+    SecretGet,
+    /// A secret write.
+    SecretSet,
     /// Not throttled (Managed HSM crypto).
     Unthrottled,
 }
@@ -220,6 +246,23 @@ pub struct Faults {
     window_start: Option<Instant>,
     spent: HashMap<BudgetClass, u32>,
     counters: BTreeMap<Operation, OpCounts>,
+    reads: BTreeMap<ReadKey, u64>,
+}
+
+/// Which object version a read asked for: kind, folded name, folded version ("" = latest).
+type ReadKey = (ObjectKind, String, String);
+
+/// How often one version of a secret or certificate was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadCount {
+    /// Secret or certificate.
+    pub kind: ObjectKind,
+    /// The name as requested, lowercased (names are case-insensitive).
+    pub name: String,
+    /// The version as requested, lowercased; `"latest"` for the empty version segment.
+    pub version: String,
+    /// Authenticated read requests (including throttled and faulted ones).
+    pub requests: u64,
 }
 
 impl Faults {
@@ -251,11 +294,19 @@ impl Faults {
     }
 
     /// Decides the injected latency and the fate of a request, consuming counted rules.
-    pub fn plan(&mut self, operation: Operation) -> (Duration, Verdict) {
+    /// `name` is the object the request names, if any.
+    pub fn plan(&mut self, operation: Operation, name: Option<&str>) -> (Duration, Verdict) {
         let mut latency = Duration::ZERO;
         let mut verdict = Verdict::Proceed;
         for rule in &mut self.rules {
-            if rule.operation.is_some_and(|op| op != operation) || rule.count == Some(0) {
+            let other_name = rule
+                .name
+                .as_deref()
+                .is_some_and(|wanted| !name.is_some_and(|n| n.eq_ignore_ascii_case(wanted)));
+            if rule.operation.is_some_and(|op| op != operation)
+                || other_name
+                || rule.count == Some(0)
+            {
                 continue;
             }
             let decided = match &rule.fault {
@@ -285,7 +336,9 @@ impl Faults {
         (latency, verdict)
     }
 
-    /// Charges one request to a budget; 429 Throttled when the window's budget is spent.
+    /// Charges one request to a budget; 429 Throttled when the window's budget is spent. Secret
+    /// budgets always answer with `Retry-After`: the configured seconds, else the seconds left
+    /// in the window.
     pub fn charge(&mut self, class: BudgetClass, now: Instant) -> Result<(), ServiceError> {
         let Some(limits) = self.limits else {
             return Ok(());
@@ -303,7 +356,17 @@ impl Faults {
         }
         let spent = self.spent.entry(class).or_insert(0);
         if *spent >= limit {
-            return Err(ServiceError::throttled(limits.retry_after));
+            let retry_after = match class {
+                BudgetClass::SecretGet | BudgetClass::SecretSet => {
+                    let elapsed = self
+                        .window_start
+                        .map_or(Duration::ZERO, |start| now.duration_since(start));
+                    let left = window.saturating_sub(elapsed).as_secs_f64().ceil() as u64;
+                    Some(limits.retry_after.unwrap_or(left.max(1)))
+                }
+                _ => limits.retry_after,
+            };
+            return Err(ServiceError::throttled(retry_after));
         }
         *spent += 1;
         Ok(())
@@ -335,9 +398,52 @@ impl Faults {
         self.counters.clone()
     }
 
-    /// Zeroes the counters.
+    /// Counts an authenticated read of a secret or certificate version (`""`: the latest).
+    pub fn count_read(&mut self, kind: ObjectKind, name: &str, version: &str) {
+        let key = (
+            kind,
+            name.to_ascii_lowercase(),
+            version.to_ascii_lowercase(),
+        );
+        *self.reads.entry(key).or_default() += 1;
+    }
+
+    /// Reads of one object: `version` `None` sums every version asked for, `Some("")` counts
+    /// the reads of the latest (empty version segment), `Some(v)` the reads that named `v`.
+    pub fn reads(&self, kind: ObjectKind, name: &str, version: Option<&str>) -> u64 {
+        let name = name.to_ascii_lowercase();
+        self.reads
+            .iter()
+            .filter(|((k, n, v), _)| {
+                *k == kind
+                    && *n == name
+                    && version.is_none_or(|wanted| v.eq_ignore_ascii_case(wanted))
+            })
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// Every read counter.
+    pub fn all_reads(&self) -> Vec<ReadCount> {
+        self.reads
+            .iter()
+            .map(|((kind, name, version), requests)| ReadCount {
+                kind: *kind,
+                name: name.clone(),
+                version: if version.is_empty() {
+                    "latest".to_owned()
+                } else {
+                    version.clone()
+                },
+                requests: *requests,
+            })
+            .collect()
+    }
+
+    /// Zeroes the counters (operations and reads).
     pub fn reset_counts(&mut self) {
         self.counters.clear();
+        self.reads.clear();
     }
 }
 
@@ -356,22 +462,22 @@ mod tests {
         faults.add(FaultRule::on(Operation::UnwrapKey, Fault::DropConnection).times(1));
         faults.add(FaultRule::on(Operation::UnwrapKey, Fault::Status { status: 503 }).times(1));
 
-        let (latency, verdict) = faults.plan(Operation::UnwrapKey);
+        let (latency, verdict) = faults.plan(Operation::UnwrapKey, None);
         assert_eq!(latency, Duration::from_millis(12));
         assert_eq!(verdict, Verdict::Drop);
 
-        let (latency, verdict) = faults.plan(Operation::UnwrapKey);
+        let (latency, verdict) = faults.plan(Operation::UnwrapKey, None);
         assert_eq!(latency, Duration::from_millis(12));
         let Verdict::Respond(error) = verdict else {
             panic!("expected a 503")
         };
         assert_eq!(error.status().as_u16(), 503);
 
-        let (latency, verdict) = faults.plan(Operation::UnwrapKey);
+        let (latency, verdict) = faults.plan(Operation::UnwrapKey, None);
         assert_eq!(latency, Duration::from_millis(7));
         assert_eq!(verdict, Verdict::Proceed);
         assert_eq!(
-            faults.plan(Operation::GetKey),
+            faults.plan(Operation::GetKey, None),
             (Duration::ZERO, Verdict::Proceed)
         );
     }
@@ -386,10 +492,10 @@ mod tests {
             })
             .times(1),
         );
-        let Verdict::Respond(first) = faults.plan(Operation::WrapKey).1 else {
+        let Verdict::Respond(first) = faults.plan(Operation::WrapKey, None).1 else {
             panic!("expected 429")
         };
-        let Verdict::Respond(second) = faults.plan(Operation::WrapKey).1 else {
+        let Verdict::Respond(second) = faults.plan(Operation::WrapKey, None).1 else {
             panic!("expected 429")
         };
         assert_eq!((first.retry_after(), second.retry_after()), (None, Some(2)));
@@ -422,12 +528,63 @@ mod tests {
     }
 
     #[test]
+    fn a_named_rule_faults_only_that_object() {
+        let mut faults = Faults::default();
+        faults.add(FaultRule::on(Operation::GetSecret, Fault::Status { status: 503 }).named("Db"));
+        assert_eq!(
+            faults.plan(Operation::GetSecret, Some("other")).1,
+            Verdict::Proceed
+        );
+        assert_eq!(faults.plan(Operation::GetSecret, None).1, Verdict::Proceed);
+        assert!(matches!(
+            faults.plan(Operation::GetSecret, Some("db")).1,
+            Verdict::Respond(_)
+        ));
+    }
+
+    #[test]
+    fn secret_budgets_answer_with_retry_after() {
+        let mut faults = Faults::default();
+        faults.set_limits(Some(ThrottleLimits {
+            secret_get: 1,
+            ..ThrottleLimits::azure()
+        }));
+        let start = Instant::now();
+        assert!(faults.charge(BudgetClass::SecretGet, start).is_ok());
+        let error = faults
+            .charge(BudgetClass::SecretGet, start + Duration::from_millis(2500))
+            .unwrap_err();
+        assert_eq!(
+            (error.status().as_u16(), error.retry_after()),
+            (429, Some(8))
+        );
+        assert!(faults.charge(BudgetClass::SecretSet, start).is_ok());
+    }
+
+    #[test]
+    fn reads_are_counted_per_name_and_version() {
+        let mut faults = Faults::default();
+        faults.count_read(ObjectKind::Secret, "Db", "");
+        faults.count_read(ObjectKind::Secret, "db", "ABC");
+        faults.count_read(ObjectKind::Secret, "db", "abc");
+        faults.count_read(ObjectKind::Certificate, "db", "");
+        assert_eq!(faults.reads(ObjectKind::Secret, "DB", None), 3);
+        assert_eq!(faults.reads(ObjectKind::Secret, "db", Some("")), 1);
+        assert_eq!(faults.reads(ObjectKind::Secret, "db", Some("abc")), 2);
+        assert_eq!(faults.all_reads().len(), 3);
+        assert_eq!(faults.all_reads()[0].version, "latest");
+        faults.reset_counts();
+        assert_eq!(faults.reads(ObjectKind::Secret, "db", None), 0);
+    }
+
+    #[test]
     fn the_real_limits_are_the_published_ones() {
         let azure = ThrottleLimits::azure();
         assert_eq!((azure.rsa2048_hsm, azure.rsa2048_software), (2000, 4000));
         assert_eq!((azure.rsa3072_hsm, azure.rsa3072_software), (500, 1000));
         assert_eq!((azure.rsa4096_hsm, azure.rsa4096_software), (250, 500));
         assert_eq!((azure.create_hsm, azure.create_software), (10, 20));
+        assert_eq!((azure.secret_get, azure.secret_set), (4000, 300));
         assert_eq!(azure.retry_after, None);
     }
 }

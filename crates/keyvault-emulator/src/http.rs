@@ -34,6 +34,21 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
+/// The segments of a path after its leading '/', trailing empty segments removed (an empty
+/// segment inside, as in `/keys/k//wrapkey`, stays: it means "latest").
+pub fn segments(path: &str) -> Vec<String> {
+    let mut segments: Vec<String> = path
+        .strip_prefix('/')
+        .unwrap_or(path)
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    while segments.len() > 1 && segments.last().is_some_and(String::is_empty) {
+        segments.pop();
+    }
+    segments
+}
+
 /// A request, with the body not yet read.
 pub struct Req {
     /// The method.
@@ -72,15 +87,7 @@ impl Req {
 
     fn from_parts(parts: http::request::Parts, body: ReqBody, default_host: &str) -> Self {
         let path = parts.uri.path().to_owned();
-        let mut segments: Vec<String> = path
-            .strip_prefix('/')
-            .unwrap_or(&path)
-            .split('/')
-            .map(str::to_owned)
-            .collect();
-        while segments.len() > 1 && segments.last().is_some_and(String::is_empty) {
-            segments.pop();
-        }
+        let segments = segments(&path);
         let query = parts
             .uri
             .query()

@@ -5,7 +5,6 @@
 //! api-version and the caller's permission. Cryptography runs off the async runtime on a
 //! shared handle to the key material, never under the store's lock.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
@@ -18,7 +17,7 @@ use crate::crypto::{Algorithm, CryptoError, KeyMaterial, OpenParams, Usage};
 use crate::error::ServiceError;
 use crate::faults::BudgetClass;
 use crate::http::{Req, Resp, empty, json as json_response};
-use crate::model::{KeyOp, KeyType, Operation, VaultKind};
+use crate::model::{Curve, KeyOp, KeyType, Operation, VaultKind};
 use crate::state::{KeySpec, KeyUpdate, Shared, now_secs};
 use crate::store::{KeyVersion, valid_name};
 use zeroize::Zeroizing;
@@ -71,6 +70,24 @@ impl Route {
             Self::Recover(_) => Operation::RecoverKey,
             Self::Purge(_) => Operation::PurgeKey,
             Self::Crypto(_, _, op) => *op,
+        }
+    }
+
+    /// The key the route names, if any.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Self::Create(name)
+            | Self::Import(name)
+            | Self::Get(name, _)
+            | Self::Update(name, _)
+            | Self::ListVersions(name)
+            | Self::Rotate(name)
+            | Self::Delete(name)
+            | Self::GetDeleted(name)
+            | Self::Recover(name)
+            | Self::Purge(name)
+            | Self::Crypto(name, _, _) => Some(name),
+            Self::List | Self::ListDeleted => None,
         }
     }
 }
@@ -266,22 +283,6 @@ pub async fn handle(
 
 fn list(shared: &Shared, route: &Route, req: &Req, base: &str) -> Result<Resp, ServiceError> {
     let days = retention(shared);
-    let max = match req.query("maxresults") {
-        Some(text) => match text.parse::<usize>() {
-            Ok(n @ 1..=25) => n,
-            _ => {
-                return Err(ServiceError::bad_parameter(
-                    "maxresults must be an integer between 1 and 25.",
-                ));
-            }
-        },
-        None => shared.config.page_size,
-    };
-    let skip = match req.query("$skiptoken") {
-        Some(token) => bundle::parse_skiptoken(token)
-            .ok_or_else(|| ServiceError::bad_parameter("The $skiptoken is not valid."))?,
-        None => 0,
-    };
     let store = shared.store();
     let (items, path) = match route {
         Route::List => (
@@ -308,18 +309,14 @@ fn list(shared: &Shared, route: &Route, req: &Req, base: &str) -> Result<Resp, S
         }
         _ => (
             store
-                .deleted_keys()
+                .all_deleted()
                 .into_iter()
                 .map(|d| bundle::deleted_item(base, d, days))
                 .collect(),
             "/deletedkeys".to_owned(),
         ),
     };
-    let api_version = req.query("api-version").unwrap_or_default().to_owned();
-    Ok(json_response(
-        StatusCode::OK,
-        &bundle::page(base, &path, &api_version, items, skip, max),
-    ))
+    bundle::paged(req, shared.config.page_size, &path, items)
 }
 
 fn string_field<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ServiceError> {
@@ -350,51 +347,30 @@ fn key_ops(body: &Value) -> Result<Option<Vec<KeyOp>>, ServiceError> {
     }
 }
 
-fn time_field(attributes: &Value, name: &str) -> Result<Option<Option<i64>>, ServiceError> {
-    match attributes.get(name) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(value) => value.as_i64().map(|t| Some(Some(t))).ok_or_else(|| {
-            ServiceError::bad_parameter(format!("Attribute '{name}' must be a unix time."))
-        }),
-    }
-}
-
-fn tags(body: &Value) -> Result<Option<BTreeMap<String, String>>, ServiceError> {
-    match body.get("tags") {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => serde_json::from_value(value.clone())
-            .map(Some)
-            .map_err(|_| {
-                ServiceError::bad_parameter("Property 'tags' must map strings to strings.")
-            }),
-    }
-}
-
 fn parse_update(body: &Value) -> Result<KeyUpdate, ServiceError> {
-    let attributes = body.get("attributes").cloned().unwrap_or(Value::Null);
-    let enabled = match attributes.get("enabled") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(_) => {
-            return Err(ServiceError::bad_parameter(
-                "Attribute 'enabled' must be a boolean.",
-            ));
-        }
-    };
+    let attributes = bundle::parse_attributes(body)?;
     Ok(KeyUpdate {
-        enabled,
-        nbf: time_field(&attributes, "nbf")?,
-        exp: time_field(&attributes, "exp")?,
+        enabled: attributes.enabled,
+        nbf: attributes.nbf,
+        exp: attributes.exp,
         key_ops: key_ops(body)?,
-        tags: tags(body)?,
+        tags: bundle::parse_tags(body)?,
     })
 }
 
 fn parse_kty(text: &str) -> Result<KeyType, ServiceError> {
     KeyType::parse(text).ok_or_else(|| {
         ServiceError::bad_parameter(format!(
-            "The key type '{text}' is not supported by the emulator (RSA, RSA-HSM, oct-HSM)."
+            "The key type '{text}' is not supported by the emulator (RSA, RSA-HSM, EC, EC-HSM, \
+             oct-HSM)."
+        ))
+    })
+}
+
+fn parse_curve(text: &str) -> Result<Curve, ServiceError> {
+    Curve::parse(text).ok_or_else(|| {
+        ServiceError::bad_parameter(format!(
+            "The curve '{text}' is not supported by the emulator (P-256, P-384, P-521)."
         ))
     })
 }
@@ -420,10 +396,12 @@ fn create_spec(body: &Value) -> Result<KeySpec, ServiceError> {
             "The emulator supports the public exponent 65537 only.",
         ));
     }
+    let crv = string_field(body, "crv")?.map(parse_curve).transpose()?;
     let update = parse_update(body)?;
     Ok(KeySpec {
         kty: parse_kty(kty)?,
         size,
+        crv,
         key_ops: update.key_ops,
         enabled: update.enabled,
         nbf: update.nbf.flatten(),
@@ -469,6 +447,20 @@ fn import(shared: &Shared, name: &str, body: &Value) -> Result<KeyVersion, Servi
             (kty, material)
         }
         "oct" | "oct-HSM" => (KeyType::OctHsm, KeyMaterial::oct(part("k")?)?),
+        "EC" | "EC-HSM" => {
+            let curve = string_field(jwk, "crv")?
+                .ok_or_else(|| ServiceError::bad_parameter("Property 'key.crv' is required."))
+                .and_then(parse_curve)?;
+            let material =
+                KeyMaterial::ec_from_components(curve, &part("x")?, &part("y")?, &part("d")?)?;
+            let kty = if hsm || kty_text == "EC-HSM" || shared.config.kind == VaultKind::ManagedHsm
+            {
+                KeyType::EcHsm
+            } else {
+                KeyType::Ec
+            };
+            (kty, material)
+        }
         other => {
             return Err(parse_kty(other)
                 .err()
@@ -575,21 +567,10 @@ async fn crypto(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn segs(path: &str) -> Vec<String> {
-        let mut s: Vec<String> = path
-            .trim_start_matches('/')
-            .split('/')
-            .map(str::to_owned)
-            .collect();
-        while s.len() > 1 && s.last().is_some_and(String::is_empty) {
-            s.pop();
-        }
-        s
-    }
+    use crate::http::segments;
 
     fn r(method: Method, path: &str) -> Route {
-        route(&method, &segs(path)).unwrap().unwrap()
+        route(&method, &segments(path)).unwrap().unwrap()
     }
 
     #[test]
@@ -628,7 +609,10 @@ mod tests {
             r(Method::PATCH, "/keys/k/"),
             Route::Update("k".into(), String::new())
         );
-        assert!(route(&Method::GET, &segs("/secrets/x")).is_none());
-        assert!(matches!(route(&Method::POST, &segs("/keys")), Some(Err(_))));
+        assert!(route(&Method::GET, &segments("/secrets/x")).is_none());
+        assert!(matches!(
+            route(&Method::POST, &segments("/keys")),
+            Some(Err(_))
+        ));
     }
 }

@@ -3,16 +3,19 @@
 //! and App Service) that the official SDKs call — for kube-kms's tests and local demos.
 //!
 //! Start one with [`Emulator::start`]; point an SDK at [`RunningEmulator::vault_url`], trust
-//! [`RunningEmulator::ca_pem_path`], register an identity, create keys, inject faults and read
-//! call counters through [`RunningEmulator`] (or the admin HTTP API under `/_emulator/`, see
-//! README.md). It never logs key material, tokens or secrets.
+//! [`RunningEmulator::ca_pem_path`], register an identity, create keys, secrets and
+//! certificates, inject faults and read call counters through [`RunningEmulator`] (or the
+//! admin HTTP API under `/_emulator/`, see README.md). It never logs key material, tokens or
+//! secret values.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod b64;
 pub mod bundle;
+pub mod certificates;
 pub mod certs;
+pub mod certs_api;
 pub mod crypto;
 pub mod entra;
 pub mod error;
@@ -25,7 +28,11 @@ pub mod jwt;
 pub mod keys_api;
 pub mod managed_identity;
 pub mod model;
+pub mod pki;
+pub mod policy;
 pub mod router;
+pub mod secrets;
+pub mod secrets_api;
 pub mod server;
 pub mod state;
 pub mod store;
@@ -41,11 +48,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+pub use certificates::CertificateInfo;
 pub use certs::{ClientCertificate, TlsSource};
 pub use error::{EmulatorError, ServiceError};
-pub use faults::{Fault, FaultRule, OpCounts, ThrottleLimits};
+pub use faults::{Fault, FaultRule, OpCounts, ReadCount, ThrottleLimits};
 pub use identity::{FederatedCredential, IdentityInfo, IdentitySpec, ManagedKind};
-pub use model::{KeyOp, KeyType, Operation, Permission, VaultKind};
+pub use model::{Curve, KeyOp, KeyType, ObjectKind, Operation, Permission, VaultKind};
+pub use secrets::{SecretInfo, SecretSpec};
 pub use state::{KeyInfo, KeySpec, KeyUpdate};
 
 use router::Listener;
@@ -479,6 +488,137 @@ impl RunningEmulator {
         Ok(plain.to_vec())
     }
 
+    // ----- secrets -----
+
+    /// Sets a secret (a new version), as `PUT /secrets/{name}` would.
+    pub fn set_secret(&self, name: &str, spec: SecretSpec) -> Result<SecretInfo, EmulatorError> {
+        let version = spec.to_version(name, state::now_secs())?;
+        let mut store = self.shared.secrets();
+        if store.get(name, None).is_ok_and(|latest| latest.managed) {
+            return Err(ServiceError::managed_by_key_vault("set").into());
+        }
+        let version = store.add_version(version)?;
+        Ok(SecretInfo::of(&version, self.vault_host()))
+    }
+
+    /// A secret version (`None`: the latest).
+    pub fn secret(&self, name: &str, version: Option<&str>) -> Result<SecretInfo, EmulatorError> {
+        let store = self.shared.secrets();
+        Ok(SecretInfo::of(store.get(name, version)?, self.vault_host()))
+    }
+
+    /// The value of a secret version (`None`: the latest). Exposes the value: a test helper
+    /// to check what a client stored.
+    pub fn secret_value(&self, name: &str, version: Option<&str>) -> Result<String, EmulatorError> {
+        let store = self.shared.secrets();
+        Ok(store.get(name, version)?.value.expose().to_owned())
+    }
+
+    /// Every version of a secret, oldest first.
+    pub fn secret_versions(&self, name: &str) -> Result<Vec<SecretInfo>, EmulatorError> {
+        let store = self.shared.secrets();
+        Ok(store
+            .versions(name)?
+            .iter()
+            .map(|v| SecretInfo::of(v, self.vault_host()))
+            .collect())
+    }
+
+    /// Enables or disables a secret version (`None`: the latest): a disabled one answers 403
+    /// SecretDisabled.
+    pub fn set_secret_enabled(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        enabled: bool,
+    ) -> Result<SecretInfo, EmulatorError> {
+        let mut store = self.shared.secrets();
+        let secret = store.get_mut(name, version)?;
+        secret.attributes.enabled = enabled;
+        secret.attributes.updated = state::now_secs();
+        Ok(SecretInfo::of(secret, self.vault_host()))
+    }
+
+    /// Soft-deletes a secret.
+    pub fn delete_secret(&self, name: &str) -> Result<(), EmulatorError> {
+        let days = self.shared.config.retention_days;
+        self.shared
+            .secrets()
+            .delete(name, state::now_secs(), days)?;
+        Ok(())
+    }
+
+    /// Recovers a soft-deleted secret.
+    pub fn recover_secret(&self, name: &str) -> Result<SecretInfo, EmulatorError> {
+        let version = self.shared.secrets().recover(name)?;
+        Ok(SecretInfo::of(&version, self.vault_host()))
+    }
+
+    /// Purges a soft-deleted secret.
+    pub fn purge_secret(&self, name: &str) -> Result<(), EmulatorError> {
+        Ok(self.shared.secrets().purge(name)?)
+    }
+
+    /// Authenticated `GET /secrets/{name}/{version}` requests: `None` sums every version,
+    /// `Some("")` counts the reads of the latest, `Some(v)` the reads that named `v`.
+    pub fn secret_reads(&self, name: &str, version: Option<&str>) -> u64 {
+        self.shared
+            .faults()
+            .reads(ObjectKind::Secret, name, version)
+    }
+
+    // ----- certificates -----
+
+    /// Creates a certificate from a policy (the REST create body's `policy`) and completes it
+    /// at once when it is self-signed.
+    pub async fn create_certificate(
+        &self,
+        name: &str,
+        policy: serde_json::Value,
+    ) -> Result<CertificateInfo, EmulatorError> {
+        let body = serde_json::json!({ "policy": policy });
+        certs_api::begin_create(&self.shared, name, &body).await?;
+        certs_api::settle(&self.shared, name);
+        self.certificate(name, None)
+    }
+
+    /// Imports a certificate from a REST import body (`value`: base64 PFX or PEM, `pwd`,
+    /// `policy`, `attributes`, `tags`).
+    pub async fn import_certificate(
+        &self,
+        name: &str,
+        body: serde_json::Value,
+    ) -> Result<CertificateInfo, EmulatorError> {
+        let version = certs_api::import(&self.shared, name, &body).await?;
+        Ok(CertificateInfo::of(&version, self.vault_host()))
+    }
+
+    /// A certificate version (`None`: the latest).
+    pub fn certificate(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<CertificateInfo, EmulatorError> {
+        let certs = self.shared.certificates();
+        Ok(CertificateInfo::of(
+            certs.versions.get(name, version)?,
+            self.vault_host(),
+        ))
+    }
+
+    /// Authenticated `GET /certificates/{name}/{version}` requests, counted as
+    /// [`RunningEmulator::secret_reads`] counts secrets.
+    pub fn certificate_reads(&self, name: &str, version: Option<&str>) -> u64 {
+        self.shared
+            .faults()
+            .reads(ObjectKind::Certificate, name, version)
+    }
+
+    /// Every read counter (secrets and certificates, by name and requested version).
+    pub fn reads(&self) -> Vec<ReadCount> {
+        self.shared.faults().all_reads()
+    }
+
     // ----- identities -----
 
     /// Registers an identity (client secret, certificate, federated and/or managed).
@@ -486,7 +626,7 @@ impl RunningEmulator {
         self.shared.directory().register(spec)
     }
 
-    /// Registers an application with a client secret and all key permissions.
+    /// Registers an application with a client secret and all permissions.
     pub fn register_client_secret(
         &self,
         client_id: &str,
@@ -499,7 +639,7 @@ impl RunningEmulator {
         })
     }
 
-    /// Registers an application with a client certificate (PEM) and all key permissions.
+    /// Registers an application with a client certificate (PEM) and all permissions.
     pub fn register_client_certificate(
         &self,
         client_id: &str,
@@ -572,7 +712,7 @@ impl RunningEmulator {
         self.shared.federated_token(client_id, seconds)
     }
 
-    /// Replaces an identity's key permissions.
+    /// Replaces an identity's permissions (keys, secrets and certificates).
     pub fn set_permissions(
         &self,
         client_id: &str,
@@ -583,7 +723,7 @@ impl RunningEmulator {
             .set_permissions(client_id, permissions)
     }
 
-    /// Grants key permissions.
+    /// Grants permissions.
     pub fn grant(
         &self,
         client_id: &str,
@@ -592,7 +732,7 @@ impl RunningEmulator {
         self.shared.directory().grant(client_id, permissions)
     }
 
-    /// Revokes key permissions (e.g. `unwrapKey`): calls then answer 403 Forbidden.
+    /// Revokes permissions (e.g. `unwrapKey`, `secrets/get`): calls then answer 403 Forbidden.
     pub fn revoke(
         &self,
         client_id: &str,
@@ -639,7 +779,7 @@ impl RunningEmulator {
         self.shared.faults().all_counts()
     }
 
-    /// Zeroes the counters.
+    /// Zeroes the counters (operations and reads).
     pub fn reset_counts(&self) {
         self.shared.faults().reset_counts();
     }

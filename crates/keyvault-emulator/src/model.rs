@@ -1,5 +1,6 @@
-//! The vocabulary of the service: vault kinds, key types, key operations, per-identity key
-//! permissions and the REST operations the emulator counts and can fault.
+//! The vocabulary of the service: vault kinds, object kinds (keys, secrets, certificates), key
+//! types and curves, key operations, per-identity permissions and the REST operations the
+//! emulator counts and can fault.
 //!
 //! Every name here is spelled as on the wire; parsing is case-insensitive where the service is.
 
@@ -48,6 +49,12 @@ pub enum KeyType {
     /// HSM-protected AES (Managed HSM only).
     #[serde(rename = "oct-HSM")]
     OctHsm,
+    /// Software-protected elliptic curve (Key Vault only).
+    #[serde(rename = "EC")]
+    Ec,
+    /// HSM-protected elliptic curve.
+    #[serde(rename = "EC-HSM")]
+    EcHsm,
 }
 
 impl KeyType {
@@ -57,6 +64,8 @@ impl KeyType {
             "RSA" => Some(Self::Rsa),
             "RSA-HSM" => Some(Self::RsaHsm),
             "oct-HSM" => Some(Self::OctHsm),
+            "EC" => Some(Self::Ec),
+            "EC-HSM" => Some(Self::EcHsm),
             _ => None,
         }
     }
@@ -67,12 +76,14 @@ impl KeyType {
             Self::Rsa => "RSA",
             Self::RsaHsm => "RSA-HSM",
             Self::OctHsm => "oct-HSM",
+            Self::Ec => "EC",
+            Self::EcHsm => "EC-HSM",
         }
     }
 
     /// Whether the key lives in an HSM (selects the throttling budget).
     pub fn is_hsm(self) -> bool {
-        !matches!(self, Self::Rsa)
+        !matches!(self, Self::Rsa | Self::Ec)
     }
 
     /// Whether the key is RSA.
@@ -80,27 +91,42 @@ impl KeyType {
         matches!(self, Self::Rsa | Self::RsaHsm)
     }
 
+    /// Whether the key is an elliptic curve key.
+    pub fn is_ec(self) -> bool {
+        matches!(self, Self::Ec | Self::EcHsm)
+    }
+
+    /// The HSM-protected form of the type (what `"Hsm": true` on import asks for).
+    pub fn hsm(self) -> Self {
+        match self {
+            Self::Rsa => Self::RsaHsm,
+            Self::Ec => Self::EcHsm,
+            other => other,
+        }
+    }
+
     /// Whether a vault of `kind` holds keys of this type.
     pub fn allowed_in(self, kind: VaultKind) -> bool {
         match kind {
-            VaultKind::KeyVault => self.is_rsa(),
-            VaultKind::ManagedHsm => matches!(self, Self::RsaHsm | Self::OctHsm),
+            VaultKind::KeyVault => self.is_rsa() || self.is_ec(),
+            VaultKind::ManagedHsm => matches!(self, Self::RsaHsm | Self::OctHsm | Self::EcHsm),
         }
     }
 
-    /// The default key size in bits.
+    /// The default key size in bits (for EC: of the default curve, P-256).
     pub fn default_size(self) -> u32 {
         match self {
             Self::Rsa | Self::RsaHsm => 2048,
-            Self::OctHsm => 256,
+            Self::OctHsm | Self::Ec | Self::EcHsm => 256,
         }
     }
 
-    /// The key sizes the service accepts for this type.
+    /// The key sizes the service accepts for this type (for EC: the curves' sizes).
     pub fn sizes(self) -> &'static [u32] {
         match self {
             Self::Rsa | Self::RsaHsm => &[2048, 3072, 4096],
             Self::OctHsm => &[128, 192, 256],
+            Self::Ec | Self::EcHsm => &[256, 384, 521],
         }
     }
 
@@ -121,6 +147,132 @@ impl KeyType {
                 KeyOp::WrapKey,
                 KeyOp::UnwrapKey,
             ],
+            Self::Ec | Self::EcHsm => vec![KeyOp::Sign, KeyOp::Verify],
+        }
+    }
+}
+
+/// An elliptic curve (`crv`) of EC keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Curve {
+    /// NIST P-256.
+    #[serde(rename = "P-256")]
+    P256,
+    /// NIST P-384.
+    #[serde(rename = "P-384")]
+    P384,
+    /// NIST P-521.
+    #[serde(rename = "P-521")]
+    P521,
+}
+
+impl Curve {
+    /// Parses a `crv` as the service spells it.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "P-256" => Some(Self::P256),
+            "P-384" => Some(Self::P384),
+            "P-521" => Some(Self::P521),
+            _ => None,
+        }
+    }
+
+    /// The curve of a key size (256, 384, 521).
+    pub fn of_size(bits: u32) -> Option<Self> {
+        match bits {
+            256 => Some(Self::P256),
+            384 => Some(Self::P384),
+            521 => Some(Self::P521),
+            _ => None,
+        }
+    }
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::P256 => "P-256",
+            Self::P384 => "P-384",
+            Self::P521 => "P-521",
+        }
+    }
+
+    /// The field size in bits.
+    pub fn bits(self) -> usize {
+        match self {
+            Self::P256 => 256,
+            Self::P384 => 384,
+            Self::P521 => 521,
+        }
+    }
+
+    /// The length in bytes of a coordinate or private scalar (`x`, `y`, `d`).
+    pub fn coordinate_len(self) -> usize {
+        self.bits().div_ceil(8)
+    }
+}
+
+impl fmt::Display for Curve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The three kinds of vault object; each has its own names, versions and soft-deleted state,
+/// and its own error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    /// `/keys`
+    Key,
+    /// `/secrets`
+    Secret,
+    /// `/certificates`
+    Certificate,
+}
+
+impl ObjectKind {
+    /// The capitalised noun of messages ("Key", "Secret", "Certificate").
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Key => "Key",
+            Self::Secret => "Secret",
+            Self::Certificate => "Certificate",
+        }
+    }
+
+    /// The lowercase noun of messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Secret => "secret",
+            Self::Certificate => "certificate",
+        }
+    }
+
+    /// The 404 error code (`KeyNotFound`, `SecretNotFound`, `CertificateNotFound`).
+    pub fn not_found_code(self) -> &'static str {
+        match self {
+            Self::Key => "KeyNotFound",
+            Self::Secret => "SecretNotFound",
+            Self::Certificate => "CertificateNotFound",
+        }
+    }
+
+    /// The collection path segment (`keys`, `secrets`, `certificates`).
+    pub fn collection(self) -> &'static str {
+        match self {
+            Self::Key => "keys",
+            Self::Secret => "secrets",
+            Self::Certificate => "certificates",
+        }
+    }
+
+    /// The soft-deleted collection path segment (`deletedkeys`, ...).
+    pub fn deleted_collection(self) -> &'static str {
+        match self {
+            Self::Key => "deletedkeys",
+            Self::Secret => "deletedsecrets",
+            Self::Certificate => "deletedcertificates",
         }
     }
 }
@@ -191,41 +343,97 @@ impl KeyOp {
     }
 }
 
-/// A key permission of an access policy (what an identity may do).
+/// A permission of an access policy (what an identity may do): key permissions are spelled as
+/// before (`get`, `unwrapKey`); secret and certificate permissions carry their list's name
+/// (`secrets/get`, `certificates/create`), as the three lists of an access policy do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub enum Permission {
-    /// `get`
+    /// keys `get`
+    #[serde(rename = "get")]
     Get,
-    /// `list`
+    /// keys `list`
+    #[serde(rename = "list")]
     List,
-    /// `create`
+    /// keys `create`
+    #[serde(rename = "create")]
     Create,
-    /// `import`
+    /// keys `import`
+    #[serde(rename = "import")]
     Import,
-    /// `update`
+    /// keys `update`
+    #[serde(rename = "update")]
     Update,
-    /// `delete`
+    /// keys `delete`
+    #[serde(rename = "delete")]
     Delete,
-    /// `recover`
+    /// keys `recover`
+    #[serde(rename = "recover")]
     Recover,
-    /// `purge`
+    /// keys `purge`
+    #[serde(rename = "purge")]
     Purge,
-    /// `rotate`
+    /// keys `rotate`
+    #[serde(rename = "rotate")]
     Rotate,
-    /// `wrapKey`
+    /// keys `wrapKey`
+    #[serde(rename = "wrapKey")]
     WrapKey,
-    /// `unwrapKey`
+    /// keys `unwrapKey`
+    #[serde(rename = "unwrapKey")]
     UnwrapKey,
-    /// `encrypt`
+    /// keys `encrypt`
+    #[serde(rename = "encrypt")]
     Encrypt,
-    /// `decrypt`
+    /// keys `decrypt`
+    #[serde(rename = "decrypt")]
     Decrypt,
+    /// secrets `get`
+    #[serde(rename = "secrets/get")]
+    SecretGet,
+    /// secrets `list`
+    #[serde(rename = "secrets/list")]
+    SecretList,
+    /// secrets `set`
+    #[serde(rename = "secrets/set")]
+    SecretSet,
+    /// secrets `delete`
+    #[serde(rename = "secrets/delete")]
+    SecretDelete,
+    /// secrets `recover`
+    #[serde(rename = "secrets/recover")]
+    SecretRecover,
+    /// secrets `purge`
+    #[serde(rename = "secrets/purge")]
+    SecretPurge,
+    /// certificates `get`
+    #[serde(rename = "certificates/get")]
+    CertificateGet,
+    /// certificates `list`
+    #[serde(rename = "certificates/list")]
+    CertificateList,
+    /// certificates `create`
+    #[serde(rename = "certificates/create")]
+    CertificateCreate,
+    /// certificates `import`
+    #[serde(rename = "certificates/import")]
+    CertificateImport,
+    /// certificates `update`
+    #[serde(rename = "certificates/update")]
+    CertificateUpdate,
+    /// certificates `delete`
+    #[serde(rename = "certificates/delete")]
+    CertificateDelete,
+    /// certificates `recover`
+    #[serde(rename = "certificates/recover")]
+    CertificateRecover,
+    /// certificates `purge`
+    #[serde(rename = "certificates/purge")]
+    CertificatePurge,
 }
 
 impl Permission {
     /// Every permission, as granted to an identity registered without a list.
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 27] = [
         Self::Get,
         Self::List,
         Self::Create,
@@ -239,16 +447,34 @@ impl Permission {
         Self::UnwrapKey,
         Self::Encrypt,
         Self::Decrypt,
+        Self::SecretGet,
+        Self::SecretList,
+        Self::SecretSet,
+        Self::SecretDelete,
+        Self::SecretRecover,
+        Self::SecretPurge,
+        Self::CertificateGet,
+        Self::CertificateList,
+        Self::CertificateCreate,
+        Self::CertificateImport,
+        Self::CertificateUpdate,
+        Self::CertificateDelete,
+        Self::CertificateRecover,
+        Self::CertificatePurge,
     ];
 
-    /// Parses a permission, case-insensitively (`unwrapKey`, `unwrapkey`).
+    /// Parses a permission, case-insensitively (`unwrapKey`, `keys/unwrapkey`, `secrets/get`).
     pub fn parse(text: &str) -> Option<Self> {
+        let text = match text.get(..5) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("keys/") => &text[5..],
+            _ => text,
+        };
         Self::ALL
             .into_iter()
             .find(|permission| permission.as_str().eq_ignore_ascii_case(text))
     }
 
-    /// The access-policy spelling.
+    /// The access-policy spelling (admin API and [`Permission::parse`]).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Get => "get",
@@ -264,6 +490,37 @@ impl Permission {
             Self::UnwrapKey => "unwrapKey",
             Self::Encrypt => "encrypt",
             Self::Decrypt => "decrypt",
+            Self::SecretGet => "secrets/get",
+            Self::SecretList => "secrets/list",
+            Self::SecretSet => "secrets/set",
+            Self::SecretDelete => "secrets/delete",
+            Self::SecretRecover => "secrets/recover",
+            Self::SecretPurge => "secrets/purge",
+            Self::CertificateGet => "certificates/get",
+            Self::CertificateList => "certificates/list",
+            Self::CertificateCreate => "certificates/create",
+            Self::CertificateImport => "certificates/import",
+            Self::CertificateUpdate => "certificates/update",
+            Self::CertificateDelete => "certificates/delete",
+            Self::CertificateRecover => "certificates/recover",
+            Self::CertificatePurge => "certificates/purge",
+        }
+    }
+
+    /// The access policy's list the permission belongs to: `keys`, `secrets` or
+    /// `certificates`.
+    pub fn list_name(self) -> &'static str {
+        match self.as_str().split_once('/') {
+            Some((list, _)) => list,
+            None => "keys",
+        }
+    }
+
+    /// The permission's name within its list (`get`, `unwrapKey`), as the 403 message says it.
+    pub fn verb(self) -> &'static str {
+        match self.as_str().split_once('/') {
+            Some((_, verb)) => verb,
+            None => self.as_str(),
         }
     }
 }
@@ -304,6 +561,60 @@ pub enum Operation {
     Encrypt,
     /// `POST /keys/{n}/{v}/decrypt`
     Decrypt,
+    /// `GET /secrets/{n}/{v}`
+    GetSecret,
+    /// `PUT /secrets/{n}`
+    SetSecret,
+    /// `PATCH /secrets/{n}/{v}`
+    UpdateSecret,
+    /// `GET /secrets`
+    ListSecrets,
+    /// `GET /secrets/{n}/versions`
+    ListSecretVersions,
+    /// `DELETE /secrets/{n}`
+    DeleteSecret,
+    /// `GET /deletedsecrets/{n}` (needs secrets list, as the service says)
+    GetDeletedSecret,
+    /// `GET /deletedsecrets`
+    ListDeletedSecrets,
+    /// `POST /deletedsecrets/{n}/recover`
+    RecoverSecret,
+    /// `DELETE /deletedsecrets/{n}`
+    PurgeSecret,
+    /// `POST /certificates/{n}/create`
+    CreateCertificate,
+    /// `POST /certificates/{n}/import`
+    ImportCertificate,
+    /// `GET /certificates/{n}/{v}`
+    GetCertificate,
+    /// `PATCH /certificates/{n}/{v}`
+    UpdateCertificate,
+    /// `GET /certificates`
+    ListCertificates,
+    /// `GET /certificates/{n}/versions`
+    ListCertificateVersions,
+    /// `GET /certificates/{n}/pending`
+    GetCertificateOperation,
+    /// `PATCH /certificates/{n}/pending` (cancel)
+    UpdateCertificateOperation,
+    /// `DELETE /certificates/{n}/pending`
+    DeleteCertificateOperation,
+    /// `POST /certificates/{n}/pending/merge`
+    MergeCertificate,
+    /// `GET /certificates/{n}/policy`
+    GetCertificatePolicy,
+    /// `PATCH /certificates/{n}/policy`
+    UpdateCertificatePolicy,
+    /// `DELETE /certificates/{n}`
+    DeleteCertificate,
+    /// `GET /deletedcertificates/{n}`
+    GetDeletedCertificate,
+    /// `GET /deletedcertificates`
+    ListDeletedCertificates,
+    /// `POST /deletedcertificates/{n}/recover`
+    RecoverCertificate,
+    /// `DELETE /deletedcertificates/{n}`
+    PurgeCertificate,
     /// `GET /{tenant}/v2.0/.well-known/openid-configuration`
     OpenIdConfiguration,
     /// `POST /{tenant}/oauth2/v2.0/token`
@@ -316,7 +627,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 20] = [
+    pub const ALL: [Operation; 47] = [
         Self::CreateKey,
         Self::ImportKey,
         Self::GetKey,
@@ -333,6 +644,33 @@ impl Operation {
         Self::UnwrapKey,
         Self::Encrypt,
         Self::Decrypt,
+        Self::GetSecret,
+        Self::SetSecret,
+        Self::UpdateSecret,
+        Self::ListSecrets,
+        Self::ListSecretVersions,
+        Self::DeleteSecret,
+        Self::GetDeletedSecret,
+        Self::ListDeletedSecrets,
+        Self::RecoverSecret,
+        Self::PurgeSecret,
+        Self::CreateCertificate,
+        Self::ImportCertificate,
+        Self::GetCertificate,
+        Self::UpdateCertificate,
+        Self::ListCertificates,
+        Self::ListCertificateVersions,
+        Self::GetCertificateOperation,
+        Self::UpdateCertificateOperation,
+        Self::DeleteCertificateOperation,
+        Self::MergeCertificate,
+        Self::GetCertificatePolicy,
+        Self::UpdateCertificatePolicy,
+        Self::DeleteCertificate,
+        Self::GetDeletedCertificate,
+        Self::ListDeletedCertificates,
+        Self::RecoverCertificate,
+        Self::PurgeCertificate,
         Self::OpenIdConfiguration,
         Self::EntraToken,
         Self::ImdsToken,
@@ -358,6 +696,33 @@ impl Operation {
             Self::UnwrapKey => "unwrap_key",
             Self::Encrypt => "encrypt",
             Self::Decrypt => "decrypt",
+            Self::GetSecret => "get_secret",
+            Self::SetSecret => "set_secret",
+            Self::UpdateSecret => "update_secret",
+            Self::ListSecrets => "list_secrets",
+            Self::ListSecretVersions => "list_secret_versions",
+            Self::DeleteSecret => "delete_secret",
+            Self::GetDeletedSecret => "get_deleted_secret",
+            Self::ListDeletedSecrets => "list_deleted_secrets",
+            Self::RecoverSecret => "recover_secret",
+            Self::PurgeSecret => "purge_secret",
+            Self::CreateCertificate => "create_certificate",
+            Self::ImportCertificate => "import_certificate",
+            Self::GetCertificate => "get_certificate",
+            Self::UpdateCertificate => "update_certificate",
+            Self::ListCertificates => "list_certificates",
+            Self::ListCertificateVersions => "list_certificate_versions",
+            Self::GetCertificateOperation => "get_certificate_operation",
+            Self::UpdateCertificateOperation => "update_certificate_operation",
+            Self::DeleteCertificateOperation => "delete_certificate_operation",
+            Self::MergeCertificate => "merge_certificate",
+            Self::GetCertificatePolicy => "get_certificate_policy",
+            Self::UpdateCertificatePolicy => "update_certificate_policy",
+            Self::DeleteCertificate => "delete_certificate",
+            Self::GetDeletedCertificate => "get_deleted_certificate",
+            Self::ListDeletedCertificates => "list_deleted_certificates",
+            Self::RecoverCertificate => "recover_certificate",
+            Self::PurgeCertificate => "purge_certificate",
             Self::OpenIdConfiguration => "openid_configuration",
             Self::EntraToken => "entra_token",
             Self::ImdsToken => "imds_token",
@@ -378,6 +743,21 @@ impl Operation {
         )
     }
 
+    /// The kind of vault object the operation works on (`None`: an identity endpoint).
+    pub fn object_kind(self) -> Option<ObjectKind> {
+        if !self.is_vault() {
+            return None;
+        }
+        let name = self.as_str();
+        Some(if name.contains("secret") {
+            ObjectKind::Secret
+        } else if name.contains("certificate") {
+            ObjectKind::Certificate
+        } else {
+            ObjectKind::Key
+        })
+    }
+
     /// The permission the identity needs.
     pub fn permission(self) -> Option<Permission> {
         Some(match self {
@@ -395,6 +775,33 @@ impl Operation {
             Self::UnwrapKey => Permission::UnwrapKey,
             Self::Encrypt => Permission::Encrypt,
             Self::Decrypt => Permission::Decrypt,
+            Self::GetSecret => Permission::SecretGet,
+            Self::SetSecret => Permission::SecretSet,
+            Self::UpdateSecret => Permission::SecretSet,
+            Self::ListSecrets => Permission::SecretList,
+            Self::ListSecretVersions => Permission::SecretList,
+            Self::DeleteSecret => Permission::SecretDelete,
+            Self::GetDeletedSecret => Permission::SecretList,
+            Self::ListDeletedSecrets => Permission::SecretList,
+            Self::RecoverSecret => Permission::SecretRecover,
+            Self::PurgeSecret => Permission::SecretPurge,
+            Self::CreateCertificate => Permission::CertificateCreate,
+            Self::ImportCertificate => Permission::CertificateImport,
+            Self::GetCertificate => Permission::CertificateGet,
+            Self::UpdateCertificate => Permission::CertificateUpdate,
+            Self::ListCertificates => Permission::CertificateList,
+            Self::ListCertificateVersions => Permission::CertificateList,
+            Self::GetCertificateOperation => Permission::CertificateGet,
+            Self::UpdateCertificateOperation => Permission::CertificateUpdate,
+            Self::DeleteCertificateOperation => Permission::CertificateDelete,
+            Self::MergeCertificate => Permission::CertificateCreate,
+            Self::GetCertificatePolicy => Permission::CertificateGet,
+            Self::UpdateCertificatePolicy => Permission::CertificateUpdate,
+            Self::DeleteCertificate => Permission::CertificateDelete,
+            Self::GetDeletedCertificate => Permission::CertificateGet,
+            Self::ListDeletedCertificates => Permission::CertificateList,
+            Self::RecoverCertificate => Permission::CertificateRecover,
+            Self::PurgeCertificate => Permission::CertificatePurge,
             _ => return None,
         })
     }
@@ -423,10 +830,57 @@ mod tests {
     }
 
     #[test]
+    fn permissions_name_their_access_policy_list() {
+        for permission in Permission::ALL {
+            let json = serde_json::to_value(permission).unwrap();
+            assert_eq!(json, permission.as_str());
+            assert_eq!(
+                serde_json::from_value::<Permission>(json).unwrap(),
+                permission
+            );
+        }
+        assert_eq!(Permission::parse("keys/get"), Some(Permission::Get));
+        assert_eq!(
+            Permission::parse("Secrets/Get"),
+            Some(Permission::SecretGet)
+        );
+        let get = Permission::SecretGet;
+        assert_eq!((get.list_name(), get.verb()), ("secrets", "get"));
+        let unwrap = Permission::UnwrapKey;
+        assert_eq!((unwrap.list_name(), unwrap.verb()), ("keys", "unwrapKey"));
+    }
+
+    #[test]
+    fn operations_know_their_object_kind_and_permission() {
+        assert_eq!(Operation::GetSecret.object_kind(), Some(ObjectKind::Secret));
+        assert_eq!(
+            Operation::MergeCertificate.object_kind(),
+            Some(ObjectKind::Certificate)
+        );
+        assert_eq!(Operation::UnwrapKey.object_kind(), Some(ObjectKind::Key));
+        assert_eq!(Operation::EntraToken.object_kind(), None);
+        assert_eq!(
+            Operation::UpdateSecret.permission(),
+            Some(Permission::SecretSet)
+        );
+        assert_eq!(
+            Operation::GetDeletedSecret.permission(),
+            Some(Permission::SecretList)
+        );
+        for op in Operation::ALL {
+            assert_eq!(op.permission().is_some(), op.is_vault(), "{op}");
+        }
+    }
+
+    #[test]
     fn key_types_follow_the_service() {
         assert!(KeyType::Rsa.allowed_in(VaultKind::KeyVault));
         assert!(!KeyType::OctHsm.allowed_in(VaultKind::KeyVault));
         assert!(KeyType::OctHsm.allowed_in(VaultKind::ManagedHsm));
         assert!(!KeyType::Rsa.allowed_in(VaultKind::ManagedHsm));
+        assert!(KeyType::Ec.allowed_in(VaultKind::KeyVault));
+        assert!(!KeyType::Ec.allowed_in(VaultKind::ManagedHsm));
+        assert!(KeyType::EcHsm.allowed_in(VaultKind::ManagedHsm));
+        assert_eq!(Curve::of_size(521).map(Curve::coordinate_len), Some(66));
     }
 }

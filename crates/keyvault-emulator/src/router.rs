@@ -1,7 +1,9 @@
 //! Request dispatch and the pipeline every Key Vault call goes through, in the service's
 //! order: the 401 challenge before anything is parsed, the bearer token (issued by this
 //! emulator, for this vault's resource, not expired), injected faults, the api-version, the
-//! caller's permission, then the handler. Every routed call is counted.
+//! caller's permission, then the keys, secrets or certificates handler. Every routed call is
+//! counted, and every authenticated read of a secret or certificate is counted by name and
+//! version.
 
 use std::sync::Arc;
 
@@ -13,13 +15,68 @@ use crate::entra;
 use crate::error::ServiceError;
 use crate::faults::{Outcome, Verdict};
 use crate::http::{Dropped, Req, Resp, service_error};
-use crate::keys_api::{self, Route};
 use crate::managed_identity::{self, Flavor};
-use crate::model::Operation;
+use crate::model::{ObjectKind, Operation};
 use crate::state::{Shared, now_secs};
+use crate::{certs_api, keys_api, secrets_api};
 
-/// api-versions the emulator accepts.
-pub const API_VERSIONS: [&str; 4] = ["2025-07-01", "7.6", "7.5", "7.4"];
+/// api-versions the emulator accepts (2026-04-01 is the default of the 4.12 Python SDKs).
+pub const API_VERSIONS: [&str; 5] = ["2026-04-01", "2025-07-01", "7.6", "7.5", "7.4"];
+
+/// A routed vault request: keys, secrets or certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/keys…`, `/deletedkeys…`
+    Keys(keys_api::Route),
+    /// `/secrets…`, `/deletedsecrets…`
+    Secrets(secrets_api::Route),
+    /// `/certificates…`, `/deletedcertificates…`
+    Certificates(certs_api::Route),
+}
+
+impl Route {
+    /// The operation the route performs.
+    pub fn operation(&self) -> Operation {
+        match self {
+            Self::Keys(route) => route.operation(),
+            Self::Secrets(route) => route.operation(),
+            Self::Certificates(route) => route.operation(),
+        }
+    }
+
+    /// The object the route names, if any (for name-scoped fault rules).
+    pub fn object_name(&self) -> Option<&str> {
+        match self {
+            Self::Keys(route) => route.name(),
+            Self::Secrets(route) => route.name(),
+            Self::Certificates(route) => route.name(),
+        }
+    }
+
+    /// The object version a read asks for, to count it: kind, name, version (`""`: latest).
+    fn read(&self) -> Option<(ObjectKind, &str, &str)> {
+        match self {
+            Self::Secrets(secrets_api::Route::Get(name, version)) => {
+                Some((ObjectKind::Secret, name, version))
+            }
+            Self::Certificates(certs_api::Route::Get(name, version)) => {
+                Some((ObjectKind::Certificate, name, version))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Matches a vault path: `None` when it is no vault path at all.
+fn route(req: &Req) -> Option<Result<Route, ServiceError>> {
+    if let Some(keys) = keys_api::route(&req.method, &req.segments) {
+        return Some(keys.map(Route::Keys));
+    }
+    if let Some(secrets) = secrets_api::route(&req.method, &req.segments) {
+        return Some(secrets.map(Route::Secrets));
+    }
+    certs_api::route(&req.method, &req.segments).map(|certs| certs.map(Route::Certificates))
+}
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +131,7 @@ fn target(req: &Req, listener: Listener) -> Target {
     {
         return Target::Token(s[0].to_owned());
     }
-    match keys_api::route(&req.method, &req.segments) {
+    match route(req) {
         Some(Ok(route)) => Target::Vault(route),
         Some(Err(error)) => Target::VaultError(error),
         None => Target::NotFound,
@@ -147,7 +204,7 @@ async fn counted(
     serve: impl Future<Output = Resp>,
 ) -> Result<Resp, Dropped> {
     shared.faults().count_request(op);
-    let (latency, verdict) = shared.faults().plan(op);
+    let (latency, verdict) = shared.faults().plan(op, None);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -197,7 +254,10 @@ async fn vault_pipeline(
         Ok(client_id) => client_id,
         Err(error) => return Ok(Err(error)),
     };
-    let (latency, verdict) = shared.faults().plan(op);
+    if let Some((kind, name, version)) = route.read() {
+        shared.faults().count_read(kind, name, version);
+    }
+    let (latency, verdict) = shared.faults().plan(op, route.object_name());
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -212,7 +272,11 @@ async fn vault_pipeline(
     if let Err(error) = authorize(shared, &client_id, op) {
         return Ok(Err(error));
     }
-    Ok(keys_api::handle(shared, route, req).await)
+    Ok(match route {
+        Route::Keys(route) => keys_api::handle(shared, route, req).await,
+        Route::Secrets(route) => secrets_api::handle(shared, route, req).await,
+        Route::Certificates(route) => certs_api::handle(shared, route, req).await,
+    })
 }
 
 fn check_api_version(req: &Req) -> Result<(), ServiceError> {
@@ -283,7 +347,7 @@ fn authorize(shared: &Shared, client_id: &str, op: Operation) -> Result<(), Serv
     } else {
         Err(ServiceError::permission_denied(
             &identity.display(&shared.config.tenant_id),
-            permission.as_str(),
+            permission,
             &format!("{};location=emulator", shared.config.default_host),
         ))
     }

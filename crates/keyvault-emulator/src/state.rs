@@ -2,7 +2,8 @@
 //! behind the REST API, the admin HTTP API and the Rust API, so all three behave alike.
 //!
 //! Locks are plain mutexes held for short, synchronous sections only; key generation and
-//! cryptography run after the lock is released.
+//! cryptography run after the lock is released. Code that holds several takes them in one
+//! order — certificates, keys (`store`), secrets — and the directory and faults alone.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -12,12 +13,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::b64;
+use crate::certificates::Certificates;
 use crate::crypto::KeyMaterial;
 use crate::error::{EmulatorError, ServiceError};
 use crate::faults::Faults;
 use crate::identity::{Directory, Grant};
 use crate::jwt;
-use crate::model::{KeyOp, KeyType, VaultKind};
+use crate::model::{Curve, KeyOp, KeyType, VaultKind};
+use crate::secrets::Secrets;
 use crate::store::{KeyVersion, Store, valid_name};
 
 /// Settings fixed at start.
@@ -52,6 +55,8 @@ pub struct Shared {
     /// Fixed settings.
     pub config: Config,
     store: Mutex<Store>,
+    secrets: Mutex<Secrets>,
+    certificates: Mutex<Certificates>,
     directory: Mutex<Directory>,
     faults: Mutex<Faults>,
 }
@@ -74,9 +79,13 @@ pub fn now_secs() -> i64 {
 pub struct KeySpec {
     /// The key type.
     pub kty: KeyType,
-    /// Size in bits; the type's default when absent.
+    /// Size in bits; the type's default when absent. For EC keys the curve's size (256, 384,
+    /// 521) may stand for `crv`.
     #[serde(default)]
     pub size: Option<u32>,
+    /// The curve of an EC key; P-256 when neither it nor `size` is given.
+    #[serde(default)]
+    pub crv: Option<Curve>,
     /// Key operations; the type's default when absent.
     #[serde(default)]
     pub key_ops: Option<Vec<KeyOp>>,
@@ -110,6 +119,19 @@ impl KeySpec {
         Self::of(KeyType::OctHsm, bits)
     }
 
+    /// A software EC key on `curve` (Key Vault).
+    pub fn ec(curve: Curve) -> Self {
+        Self {
+            crv: Some(curve),
+            ..Self::of(KeyType::Ec, u32::try_from(curve.bits()).unwrap_or(256))
+        }
+    }
+
+    /// An EC-HSM key on `curve`.
+    pub fn ec_hsm(curve: Curve) -> Self {
+        Self::ec(curve).with_kty(KeyType::EcHsm)
+    }
+
     /// The same spec with another key type.
     pub fn with_kty(mut self, kty: KeyType) -> Self {
         self.kty = kty;
@@ -120,12 +142,27 @@ impl KeySpec {
         Self {
             kty,
             size: Some(bits),
+            crv: None,
             key_ops: None,
             enabled: None,
             nbf: None,
             exp: None,
             tags: BTreeMap::new(),
         }
+    }
+}
+
+/// The curve of an EC spec: `crv`, else the curve of `size`, else P-256.
+fn ec_curve(spec: &KeySpec) -> Result<Curve, ServiceError> {
+    match (spec.crv, spec.size) {
+        (Some(curve), _) => Ok(curve),
+        (None, None) => Ok(Curve::P256),
+        (None, Some(bits)) => Curve::of_size(bits).ok_or_else(|| {
+            ServiceError::bad_parameter(format!(
+                "The key size {bits} is not supported for key type {}.",
+                spec.kty
+            ))
+        }),
     }
 }
 
@@ -169,6 +206,12 @@ pub struct KeyInfo {
     pub n: Option<String>,
     /// RSA public exponent, base64url.
     pub e: Option<String>,
+    /// EC curve.
+    pub crv: Option<Curve>,
+    /// EC public x, base64url.
+    pub x: Option<String>,
+    /// EC public y, base64url.
+    pub y: Option<String>,
 }
 
 impl KeyInfo {
@@ -179,7 +222,15 @@ impl KeyInfo {
             .rsa_public_parts()
             .map(|(n, e)| (Some(b64::encode(&n)), Some(b64::encode(&e))))
             .unwrap_or_default();
+        let (crv, x, y) = version
+            .material
+            .ec_public_parts()
+            .map(|(crv, x, y)| (Some(crv), Some(b64::encode(&x)), Some(b64::encode(&y))))
+            .unwrap_or_default();
         Self {
+            crv,
+            x,
+            y,
             name: version.name.clone(),
             version: version.version.clone(),
             kid: format!("https://{host}/keys/{}/{}", version.name, version.version),
@@ -213,14 +264,26 @@ impl Shared {
         Self {
             config,
             store: Mutex::new(Store::default()),
+            secrets: Mutex::new(Secrets::default()),
+            certificates: Mutex::new(Certificates::default()),
             directory: Mutex::new(Directory::default()),
             faults: Mutex::new(Faults::default()),
         }
     }
 
-    /// The key store.
+    /// The key store (take after [`Shared::certificates`], before [`Shared::secrets`]).
     pub fn store(&self) -> MutexGuard<'_, Store> {
         lock(&self.store)
+    }
+
+    /// The secrets (take after [`Shared::certificates`] and [`Shared::store`]).
+    pub fn secrets(&self) -> MutexGuard<'_, Secrets> {
+        lock(&self.secrets)
+    }
+
+    /// The certificates (take before [`Shared::store`] and [`Shared::secrets`]).
+    pub fn certificates(&self) -> MutexGuard<'_, Certificates> {
+        lock(&self.certificates)
     }
 
     /// The identity directory.
@@ -247,7 +310,15 @@ impl Shared {
                 self.config.kind.noun()
             )));
         }
-        let bits = spec.size.unwrap_or_else(|| spec.kty.default_size());
+        let curve = if spec.kty.is_ec() {
+            Some(ec_curve(spec)?)
+        } else {
+            None
+        };
+        let bits = match curve {
+            Some(curve) => u32::try_from(curve.bits()).unwrap_or(256),
+            None => spec.size.unwrap_or_else(|| spec.kty.default_size()),
+        };
         if !spec.kty.sizes().contains(&bits) {
             return Err(ServiceError::bad_parameter(format!(
                 "The key size {bits} is not supported for key type {}.",
@@ -256,15 +327,16 @@ impl Shared {
         }
         // Refuse a soft-deleted name before spending seconds on an RSA key.
         if self.store().get_deleted(name).is_ok() {
-            return Err(ServiceError::deleted_but_recoverable(name));
+            return Err(ServiceError::deleted_but_recoverable(
+                crate::model::ObjectKind::Key,
+                name,
+            ));
         }
         let kty = spec.kty;
-        let material = tokio::task::spawn_blocking(move || {
-            if kty.is_rsa() {
-                KeyMaterial::generate_rsa(bits as usize)
-            } else {
-                KeyMaterial::generate_oct(bits as usize)
-            }
+        let material = tokio::task::spawn_blocking(move || match curve {
+            Some(curve) => KeyMaterial::generate_ec(curve),
+            None if kty.is_rsa() => KeyMaterial::generate_rsa(bits as usize),
+            None => KeyMaterial::generate_oct(bits as usize),
         })
         .await
         .map_err(|_| ServiceError::bad_parameter("Key generation was interrupted."))??;
@@ -298,6 +370,7 @@ impl Shared {
             KeySpec {
                 kty: latest.kty,
                 size: u32::try_from(latest.bits()).ok(),
+                crv: latest.material.ec_public_parts().map(|(crv, _, _)| crv),
                 key_ops: Some(latest.key_ops.clone()),
                 enabled: None,
                 nbf: None,
