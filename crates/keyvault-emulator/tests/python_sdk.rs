@@ -1,8 +1,11 @@
-//! The emulator's fidelity, judged by a client we did not write: Microsoft's Python SDK
-//! (azure-keyvault-keys, azure-identity) runs tests/python/test_keyvault_sdk.py against a Key
-//! Vault and a Managed HSM emulator started in process, over HTTPS with the emulator's CA.
+//! The emulator's fidelity, judged by clients we did not write: Microsoft's Python SDKs run
+//! against emulators started in process, over HTTPS with the emulator's CA —
+//! azure-keyvault-keys (tests/python/test_keyvault_sdk.py, a Key Vault and a Managed HSM),
+//! azure-keyvault-secrets (test_secrets_sdk.py) and azure-keyvault-certificates with EC keys
+//! (test_certificates_sdk.py).
 //!
-//! This test never skips: without python3 or the SDK packages it fails and says what to install.
+//! These tests never skip: without python3 or the SDK packages they fail and say what to
+//! install.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -43,7 +46,8 @@ fn check_python() {
     let probe = std::process::Command::new("python3")
         .args([
             "-c",
-            "import azure.keyvault.keys, azure.identity, cryptography, requests",
+            "import azure.keyvault.keys, azure.keyvault.secrets, azure.keyvault.certificates, \
+             azure.identity, cryptography, requests",
         ])
         .output()
         .unwrap_or_else(|error| panic!("python3 is not runnable ({error}); {INSTALL_HINT}"));
@@ -75,27 +79,44 @@ async fn microsofts_python_sdk_drives_the_emulator() {
     std::fs::write(&bundle, format!("{}{}", vault.ca_pem(), hsm.ca_pem()))
         .expect("write CA bundle");
 
+    run_suite(
+        "test_keyvault_sdk",
+        &bundle,
+        &[
+            ("KV_VAULT_URL", vault.vault_url()),
+            ("KV_HSM_URL", hsm.vault_url()),
+            ("KV_TENANT", vault.tenant_id().to_owned()),
+            ("KV_HSM_TENANT", hsm.tenant_id().to_owned()),
+            (
+                "KV_IMDS_URL",
+                vault.imds_url().expect("the vault runs an IMDS listener"),
+            ),
+            ("KV_IDENTITY_ENDPOINT", vault.identity_endpoint()),
+            ("KV_IDENTITY_HEADER", vault.identity_header().to_owned()),
+        ],
+    )
+    .await;
+    vault.shutdown().await;
+    hsm.shutdown().await;
+}
+
+/// Runs one Python unittest module with the CA bundle and the given environment; fails with the
+/// suite's output unless every test ran and passed.
+async fn run_suite(module: &str, ca_bundle: &Path, env: &[(&str, String)]) {
     let mut command = tokio::process::Command::new("python3");
     command
-        .args(["-m", "unittest", "-v", "test_keyvault_sdk"])
+        .args(["-m", "unittest", "-v", module])
         .current_dir(Path::new(SUITE_DIR))
-        .env("REQUESTS_CA_BUNDLE", &bundle)
-        .env("KV_VAULT_URL", vault.vault_url())
-        .env("KV_HSM_URL", hsm.vault_url())
-        .env("KV_TENANT", vault.tenant_id())
-        .env("KV_HSM_TENANT", hsm.tenant_id())
-        .env(
-            "KV_IMDS_URL",
-            vault.imds_url().expect("the vault runs an IMDS listener"),
-        )
-        .env("KV_IDENTITY_ENDPOINT", vault.identity_endpoint())
-        .env("KV_IDENTITY_HEADER", vault.identity_header())
+        .env("REQUESTS_CA_BUNDLE", ca_bundle)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("NO_PROXY", "localhost,127.0.0.1")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     for name in SCRUBBED {
         command.env_remove(name);
+    }
+    for (name, value) in env {
+        command.env(name, value);
     }
     let output = tokio::time::timeout(PYTHON_DEADLINE, command.output())
         .await
@@ -108,14 +129,62 @@ async fn microsofts_python_sdk_drives_the_emulator() {
     );
     assert!(
         output.status.success(),
-        "the Python SDK suite failed\n{report}"
+        "the Python SDK suite {module} failed\n{report}"
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("\nOK") && !stderr.contains("skipped"),
-        "the suite must run every test\n{report}"
+        "the suite {module} must run every test\n{report}"
     );
     eprintln!("{stderr}");
+}
+
+/// A Key Vault emulator with a page size of 2 (so lists walk nextLinks) and its CA in a file.
+async fn paged_vault() -> (
+    keyvault_emulator::RunningEmulator,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let vault = Emulator::start(Options {
+        page_size: 2,
+        ..Options::key_vault()
+    })
+    .await
+    .expect("start the Key Vault emulator");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let bundle = dir.path().join("ca-bundle.pem");
+    std::fs::write(&bundle, vault.ca_pem()).expect("write CA bundle");
+    (vault, dir, bundle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microsofts_python_secrets_sdk_drives_the_emulator() {
+    check_python();
+    let (vault, _dir, bundle) = paged_vault().await;
+    run_suite(
+        "test_secrets_sdk",
+        &bundle,
+        &[
+            ("KV_VAULT_URL", vault.vault_url()),
+            ("KV_TENANT", vault.tenant_id().to_owned()),
+        ],
+    )
+    .await;
     vault.shutdown().await;
-    hsm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microsofts_python_certificates_sdk_drives_the_emulator() {
+    check_python();
+    let (vault, _dir, bundle) = paged_vault().await;
+    run_suite(
+        "test_certificates_sdk",
+        &bundle,
+        &[
+            ("KV_VAULT_URL", vault.vault_url()),
+            ("KV_TENANT", vault.tenant_id().to_owned()),
+        ],
+    )
+    .await;
+    vault.shutdown().await;
 }
