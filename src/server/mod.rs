@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::envelope::Envelope;
 use crate::ops::metrics::Metrics;
@@ -49,7 +48,9 @@ pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 pub const MAX_IN_FLIGHT_REQUESTS: usize = 4096;
 
 /// Serves both KMS APIs on `listener` until `shutdown` completes, then stops accepting and
-/// waits for in-flight calls to finish. Every request is counted in `metrics`.
+/// waits for in-flight calls to finish. Every request is counted in `metrics`. Each connection
+/// goes through [`grpc_uds::AuthorityAdapter`], so clients that send the socket path as the
+/// HTTP/2 `:authority` (kube-apiserver's KMS v1 client) are served too.
 pub async fn serve(
     listener: UnixListener,
     envelope: Arc<Envelope>,
@@ -113,7 +114,7 @@ async fn serve_with<S: V2Api>(
         .max_concurrent_streams(u32::try_from(MAX_CONCURRENT_REQUESTS).ok())
         .add_service(v2)
         .add_optional_service(v1)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+        .serve_with_incoming_shutdown(grpc_uds::incoming(listener), shutdown);
     tokio::select! {
         result = serving => result,
         () = drain_limit => {
