@@ -6,8 +6,9 @@
 //! Every certificate version has a key (`kid`, usable through the Keys API) and a backing
 //! secret (`sid`, `managed: true`, a PFX or PEM per the policy) of the same name and version;
 //! delete, recover and purge take all three along. A create answers 202 `inProgress`; a
-//! self-signed certificate is issued by the next request that touches the name (the SDKs'
-//! first `GET .../pending` then reads `completed`); an `Unknown` issuer waits for a merge.
+//! self-signed certificate is issued by the next certificates request on the name, or read of
+//! its secret (the SDKs' first `GET .../pending` then reads `completed`); an `Unknown` issuer
+//! waits for a merge.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

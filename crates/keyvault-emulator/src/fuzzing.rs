@@ -176,4 +176,57 @@ mod tests {
         request(b"GET /keys?api-version=7.6\n\n");
         request(b"\xff\xfe");
     }
+
+    #[test]
+    fn malformed_secret_and_certificate_requests_answer_4xx() {
+        let auth = format!("Authorization: Bearer {TOKEN}");
+        let inputs = [
+            ("PUT /secrets/s?api-version=7.6", r#"{"value":7}"#),
+            (
+                "PUT /secrets/s?api-version=7.6",
+                r#"{"value":"v","attributes":{"exp":"x"}}"#,
+            ),
+            (
+                "GET /secrets/s/?api-version=2025-07-01&outContentType=text/x",
+                "",
+            ),
+            ("GET /secrets?api-version=7.6&maxresults=0", ""),
+            (
+                "POST /certificates/c/create?api-version=7.6",
+                r#"{"policy":[]}"#,
+            ),
+            (
+                "POST /certificates/c/create?api-version=7.6",
+                r#"{"policy":{"x509_props":{"subject":"CN=c","validity_months":-1}}}"#,
+            ),
+            (
+                "POST /certificates/c/create?api-version=7.6",
+                r#"{"policy":{"x509_props":{"subject":"CN=c","ekus":["not an oid"]},"issuer":{"name":"Self"}}}"#,
+            ),
+            (
+                "POST /certificates/c/import?api-version=7.6",
+                r#"{"value":"AAAA"}"#,
+            ),
+            (
+                "POST /certificates/c/import?api-version=7.6",
+                r#"{"value":"-----BEGIN CERTIFICATE-----","policy":{"secret_props":{"contentType":"application/x-pem-file"}}}"#,
+            ),
+            (
+                "POST /certificates/c/pending/merge?api-version=7.6",
+                r#"{"x5c":["AAAA"]}"#,
+            ),
+            (
+                "PATCH /certificates/c/pending?api-version=7.6",
+                r#"{"cancellation_requested":1}"#,
+            ),
+            (
+                "PATCH /certificates/c/policy?api-version=7.6",
+                r#"{"key_props":{"kty":"oct"}}"#,
+            ),
+            ("GET /deletedcertificates/c?api-version=7.6", ""),
+        ];
+        for (line, body) in inputs {
+            request(format!("{line}\n{auth}\n\n{body}").as_bytes());
+        }
+    }
 }

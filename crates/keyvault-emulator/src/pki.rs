@@ -35,6 +35,8 @@ pub enum PkiError {
     InvalidSubject(String),
     /// A key usage name the service does not know.
     InvalidKeyUsage(String),
+    /// An extended key usage that is not a dotted OID.
+    InvalidEku(String),
     /// The PFX could not be read: not PKCS#12, a wrong password, or an algorithm OpenSSL 3
     /// refuses by default (RC2-40).
     UnreadablePfx,
@@ -61,6 +63,9 @@ impl fmt::Display for PkiError {
                 "The subject '{subject}' is not a valid X.500 distinguished name."
             ),
             Self::InvalidKeyUsage(usage) => write!(f, "The key usage '{usage}' is not valid."),
+            Self::InvalidEku(eku) => {
+                write!(f, "The enhanced key usage '{eku}' is not a valid OID.")
+            }
             Self::UnreadablePfx => f.write_str(
                 "The specified PEM X.509 certificate content is in an unexpected format or the \
                  PFX password is wrong. Please check if certificate is in valid PKCS#12 format.",
@@ -213,10 +218,17 @@ fn random_serial() -> Result<Asn1Integer, PkiError> {
     Ok(BigNum::from_slice(&bytes)?.to_asn1_integer()?)
 }
 
-/// Checks a request's subject and key usage without building anything (policy validation).
+/// Checks a request's subject, key usage and EKU OIDs without building anything (policy
+/// validation).
 pub fn validate(request: &CertificateRequest) -> Result<(), PkiError> {
     subject_name(&request.subject)?;
     key_usage(&request.key_usage)?;
+    for oid in &request.ekus {
+        let dotted = !oid.is_empty() && oid.split('.').all(|arc| arc.parse::<u64>().is_ok());
+        if !dotted || openssl::asn1::Asn1Object::from_str(oid).is_err() {
+            return Err(PkiError::InvalidEku(oid.clone()));
+        }
+    }
     Ok(())
 }
 
@@ -619,6 +631,10 @@ mod tests {
             Err(PkiError::InvalidSubject(_))
         ));
         assert!(key_usage(&["bogus".to_owned()]).is_err());
+        let mut bad_eku = request();
+        bad_eku.ekus.push("serverAuth".to_owned());
+        assert!(matches!(validate(&bad_eku), Err(PkiError::InvalidEku(_))));
+        assert!(validate(&request()).is_ok());
     }
 
     #[test]
