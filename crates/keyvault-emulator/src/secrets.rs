@@ -201,7 +201,17 @@ pub fn id(base: &str, version: &SecretVersion) -> String {
     format!("{base}/secrets/{}/{}", version.name, version.version)
 }
 
+/// A bundle's fields besides the value: an item's, plus `kid` on a managed secret.
 fn properties(base: &str, version: &SecretVersion, id: String, retention_days: u32) -> Value {
+    let mut value = item_properties(version, id, retention_days);
+    if version.managed {
+        value["kid"] = json!(format!("{base}/keys/{}/{}", version.name, version.version));
+    }
+    value
+}
+
+/// What bundles and items share (a SecretItem has no `kid`).
+fn item_properties(version: &SecretVersion, id: String, retention_days: u32) -> Value {
     let mut value = json!({
         "id": id,
         "attributes": bundle::attributes(&version.attributes, retention_days),
@@ -214,7 +224,6 @@ fn properties(base: &str, version: &SecretVersion, id: String, retention_days: u
     }
     if version.managed {
         value["managed"] = json!(true);
-        value["kid"] = json!(format!("{base}/keys/{}/{}", version.name, version.version));
     }
     value
 }
@@ -238,7 +247,7 @@ pub fn item(base: &str, version: &SecretVersion, with_version: bool, retention_d
     } else {
         format!("{base}/secrets/{}", version.name)
     };
-    properties(base, version, id, retention_days)
+    item_properties(version, id, retention_days)
 }
 
 /// A DeletedSecretBundle (the latest version, no value).
@@ -296,6 +305,9 @@ mod tests {
         version.managed = true;
         let full = bundle_without_value("https://h:1", &version, 90);
         assert_eq!(full["managed"], true);
+        let listed = item("https://h:1", &version, true, 90);
+        assert_eq!(listed["managed"], true);
+        assert!(listed.get("kid").is_none() && listed.get("value").is_none());
         assert_eq!(
             full["kid"],
             format!("https://h:1/keys/tls/{}", version.version)
