@@ -212,7 +212,8 @@ pub fn page(
 }
 
 /// Answers a list request: reads `maxresults` (1..=25; `default_max` when absent) and
-/// `$skiptoken` from the request and renders that page of `items`.
+/// `$skiptoken` from the request and renders that page of `items` (a certificates list's
+/// `includePending` is kept in the next link).
 pub fn paged(
     req: &Req,
     default_max: usize,
@@ -236,10 +237,12 @@ pub fn paged(
         None => 0,
     };
     let api_version = req.query("api-version").unwrap_or_default();
-    Ok(json_response(
-        StatusCode::OK,
-        &page(&req.base(), path, api_version, items, skip, max),
-    ))
+    let mut page = page(&req.base(), path, api_version, items, skip, max);
+    // The next page must list the same items: carry the filter along.
+    if let (Some(include), Some(link)) = (req.query("includePending"), page["nextLink"].as_str()) {
+        page["nextLink"] = json!(format!("{link}&includePending={include}"));
+    }
+    Ok(json_response(StatusCode::OK, &page))
 }
 
 /// Parses a `$skiptoken` made by [`page`].

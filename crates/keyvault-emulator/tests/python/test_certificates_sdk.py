@@ -220,6 +220,9 @@ class CreateFromPolicy(unittest.TestCase):
         pending = self.certs.get_certificate(name)
         self.assertFalse(pending.properties.enabled)
         self.assertIsNone(pending.cer)
+        self.assertNotIn(name, [p.name for p in self.certs.list_properties_of_certificates()])
+        with_pending = self.certs.list_properties_of_certificates(include_pending=True, max_page_size=1)
+        self.assertIn(name, [p.name for p in with_pending])
         with self.assertRaises(HttpResponseError) as raised:
             self.secrets.get_secret(name)
         self.assertEqual(raised.exception.error.innererror["code"], "SecretDisabled")
