@@ -53,8 +53,10 @@ impl KeyManagementService for KmsV1 {
         request: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
         let timer = RequestTimer::start(&self.metrics, "v1beta1.Encrypt");
+        let deadline = deadline::of(&request);
         let request = request.into_inner();
-        timer.finish(match self.envelope.encrypt_v1(&request.plain).await {
+        let result = deadline::within(deadline, self.envelope.encrypt_v1(&request.plain)).await;
+        timer.finish(match result {
             Ok(cipher) => Ok(Response::new(EncryptResponse { cipher })),
             Err(error) => {
                 tracing::debug!(%error, "v1 encrypt refused");
@@ -81,5 +83,90 @@ impl KeyManagementService for KmsV1 {
                 }
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::crypto::SecretKey;
+    use crate::envelope::kek::RotationPolicy;
+    use crate::provider::guard::{GuardPolicy, Guarded};
+    use crate::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+
+    /// Wraps the first KEK, then never answers a wrap again.
+    struct WrapsOnce {
+        wraps: AtomicU32,
+    }
+
+    #[async_trait]
+    impl KeyProvider for WrapsOnce {
+        fn kind(&self) -> &'static str {
+            "wraps-once"
+        }
+        async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
+            KeyVersion::new("key-id", "1")
+        }
+        async fn current_key(&self) -> Option<KeyVersion> {
+            KeyVersion::new("key-id", "1").ok()
+        }
+        async fn wrap(&self, _: &KeyVersion, _: &SecretKey) -> Result<Vec<u8>, ProviderError> {
+            if self.wraps.fetch_add(1, Ordering::SeqCst) > 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![1; 40])
+        }
+        async fn unwrap(&self, version: &str, _: &[u8]) -> Result<SecretKey, ProviderError> {
+            Err(ProviderError::UnknownKeyVersion {
+                version: version.into(),
+            })
+        }
+        async fn health(&self) -> ProviderHealth {
+            ProviderHealth::Ok
+        }
+    }
+
+    /// Regression: v1 Encrypt did not pass the caller's grpc-timeout to the provider guard, so a
+    /// wrap stuck on the key service ran to the guard's own cap instead of ending with the call.
+    #[tokio::test(start_paused = true)]
+    async fn an_encrypt_whose_wrap_hangs_ends_at_its_grpc_timeout() {
+        let provider = Guarded::new(
+            Arc::new(WrapsOnce {
+                wraps: AtomicU32::new(0),
+            }),
+            GuardPolicy::DEFAULT,
+        );
+        // One encryption per KEK: the second Encrypt has to wrap a fresh one.
+        let policy = RotationPolicy {
+            max_encryptions: 1,
+            ..RotationPolicy::DEFAULT
+        };
+        let envelope = Envelope::start(Arc::new(provider), policy, NonZeroUsize::MIN)
+            .await
+            .unwrap();
+        let service = KmsV1::new(Arc::new(envelope), Arc::new(Metrics::new()));
+        let request = || {
+            let mut request = Request::new(EncryptRequest {
+                version: API_VERSION.into(),
+                plain: b"secret".to_vec(),
+            });
+            request
+                .metadata_mut()
+                .insert("grpc-timeout", "300m".parse().unwrap());
+            request
+        };
+        service.encrypt(request()).await.unwrap();
+
+        let started = Instant::now();
+        let refused = service.encrypt(request()).await.unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     }
 }
