@@ -35,6 +35,7 @@ use kube_kms::proto::v2::EncryptResponse;
 use kube_kms::provider::azure::AzureKeyVaultProvider;
 use kube_kms::provider::azure::auth::AzureEnv;
 use kube_kms::provider::azure::key_id::KeyRef;
+use kube_kms::provider::guard::{BreakerState, GuardPolicy, Guarded};
 use kube_kms::provider::{KeyProvider, ProviderHealth};
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
@@ -697,3 +698,54 @@ async fn a_passing_refresh_self_test_clears_an_earlier_transient_failure() {
     provider.refresh().await.expect("refresh");
     assert_eq!(provider.health().await, ProviderHealth::Ok);
 }
+
+/// Regression: a refusal the Azure provider makes without reaching the vault — a malformed key
+/// version or a wrapped KEK of a length no wrap produces, both read from etcd — reset the circuit
+/// breaker's failure count and closed an open breaker, as if the vault had answered. Only an
+/// answer from the vault proves it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_that_never_reach_the_vault_leave_the_breaker_alone() {
+    let vault = TestVault::key_vault(2048).await;
+    let mut config = vault.config();
+    config.retry.deadline = Duration::from_millis(200);
+    let provider = vault.open(config).await;
+    let key = provider.current_key().await.expect("key");
+    let kek = kube_kms::crypto::SecretKey::generate().expect("the OS RNG works");
+    let wrapped = provider.wrap(&key, &kek).await.expect("wrap");
+    let policy = GuardPolicy {
+        open_for: Duration::from_millis(300),
+        ..GuardPolicy::DEFAULT
+    };
+    let guard = Guarded::new(provider, policy);
+    vault.emulator.inject(FaultRule::on(
+        Operation::UnwrapKey,
+        Fault::Status { status: 503 },
+    ));
+
+    // Closed: local refusals between transient failures do not reset the count.
+    for _ in 0..policy.failure_threshold - 1 {
+        assert!(guard.unwrap(key.version(), &wrapped).await.is_err());
+    }
+    vault.emulator.reset_counts();
+    assert!(guard.unwrap("not-a-version", &wrapped).await.is_err());
+    assert!(guard.unwrap(key.version(), &[0; 17]).await.is_err());
+    assert_eq!(
+        vault.emulator.counts(Operation::UnwrapKey).requests,
+        0,
+        "refused locally"
+    );
+    assert!(guard.unwrap(key.version(), &wrapped).await.is_err());
+    assert_eq!(guard.breaker_state(), BreakerState::Open);
+
+    // Half-open: a local refusal is no trial; the breaker stays half-open until the vault answers.
+    tokio::time::sleep(policy.open_for).await;
+    assert_eq!(guard.breaker_state(), BreakerState::HalfOpen);
+    assert!(guard.unwrap("not-a-version", &wrapped).await.is_err());
+    assert!(guard.unwrap(key.version(), &[0; 17]).await.is_err());
+    assert_eq!(guard.breaker_state(), BreakerState::HalfOpen);
+    vault.emulator.clear_faults();
+    let unwrapped = guard.unwrap(key.version(), &wrapped).await.expect("unwrap");
+    assert_eq!(unwrapped.expose(), kek.expose());
+    assert_eq!(guard.breaker_state(), BreakerState::Closed);
+}
+

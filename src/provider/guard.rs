@@ -6,8 +6,11 @@
 //!
 //! The breaker counts only transient failures (timeouts, 5xx, 429, connection errors); an
 //! authoritative answer — success, a bad wrapped key, a revoked key — means the service is up.
-//! The background refresh always reaches the service, so the breaker closes by itself as soon as
-//! the service answers again.
+//! A refusal the provider makes without asking the service ([`KeyProvider::check_unwrap`]: a
+//! malformed version or wrapped KEK read from etcd) proves nothing either way and leaves the
+//! breaker as it was. The background refresh always reaches the service, so the breaker closes
+//! by itself as soon as the service answers again. A half-open trial whose caller gave up (its
+//! future dropped at the gRPC deadline) gives the trial slot back.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,11 +88,34 @@ pub struct Guarded {
     unwrap_slots: Semaphore,
 }
 
-/// Whether a call is the breaker's half-open trial.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Admission {
-    Normal,
-    Trial,
+/// The breaker's leave for one call. A half-open trial's permit holds the one trial slot; if the
+/// call never reaches [`Guarded::record`] — its caller's future was dropped at the gRPC deadline,
+/// or it gave up waiting for an unwrap slot — dropping the permit gives the slot back, so the
+/// next call becomes the trial instead of every call being refused until the next refresh.
+struct Permit<'a> {
+    breaker: &'a Mutex<Breaker>,
+    trial: bool,
+}
+
+impl Permit<'_> {
+    /// Whether this call is the trial; afterwards the permit no longer holds the slot.
+    fn take_trial(&mut self) -> bool {
+        std::mem::replace(&mut self.trial, false)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.take_trial() {
+            lock(self.breaker).trial_in_flight = false;
+        }
+    }
+}
+
+fn lock(breaker: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
+    breaker
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Guarded {
@@ -119,15 +145,20 @@ impl Guarded {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.breaker)
     }
 
-    fn admit(&self, operation: &str) -> Result<Admission, ProviderError> {
+    fn permit(&self, trial: bool) -> Permit<'_> {
+        Permit {
+            breaker: &self.breaker,
+            trial,
+        }
+    }
+
+    fn admit(&self, operation: &str) -> Result<Permit<'_>, ProviderError> {
         let mut breaker = self.lock();
         let Some(until) = breaker.open_until else {
-            return Ok(Admission::Normal);
+            return Ok(self.permit(false));
         };
         let now = Instant::now();
         if now < until || breaker.trial_in_flight {
@@ -141,16 +172,17 @@ impl Guarded {
             });
         }
         breaker.trial_in_flight = true;
-        Ok(Admission::Trial)
+        Ok(self.permit(true))
     }
 
-    fn record<T>(&self, admission: Admission, result: &Result<T, ProviderError>) {
+    fn record<T>(&self, mut permit: Permit<'_>, result: &Result<T, ProviderError>) {
         let transient = matches!(
             result,
             Err(ProviderError::Unavailable { .. } | ProviderError::Throttled { .. })
         );
+        let trial = permit.take_trial();
         let mut breaker = self.lock();
-        if admission == Admission::Trial {
+        if trial {
             breaker.trial_in_flight = false;
         }
         if !transient {
@@ -163,7 +195,7 @@ impl Guarded {
             return;
         }
         breaker.failures = breaker.failures.saturating_add(1);
-        let reopen = admission == Admission::Trial || breaker.open_until.is_some();
+        let reopen = trial || breaker.open_until.is_some();
         if reopen || breaker.failures >= self.policy.failure_threshold {
             if reopen {
                 breaker.open_for = (breaker.open_for * 2).min(self.policy.max_open_for);
@@ -188,7 +220,7 @@ impl Guarded {
     async fn call<T, F>(
         &self,
         operation: &str,
-        admission: Admission,
+        permit: Permit<'_>,
         deadline: Instant,
         call: F,
     ) -> Result<T, ProviderError>
@@ -205,7 +237,7 @@ impl Guarded {
                 )),
             }),
         };
-        self.record(admission, &result);
+        self.record(permit, &result);
         result
     }
 }
@@ -219,15 +251,17 @@ impl KeyProvider for Guarded {
     async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
         // The refresher always reaches the service: it is how the breaker learns it is back.
         let deadline = Instant::now() + self.policy.call_deadline;
-        let trial = if self.lock().open_until.is_some() {
-            Admission::Trial
-        } else {
-            Admission::Normal
+        let permit = {
+            let mut breaker = self.lock();
+            // The refresh takes the trial slot if it is free; if another trial holds it, the
+            // refresh still goes through (it is how the breaker learns the service is back).
+            let trial = breaker.open_until.is_some() && !breaker.trial_in_flight;
+            if trial {
+                breaker.trial_in_flight = true;
+            }
+            self.permit(trial)
         };
-        if trial == Admission::Trial {
-            self.lock().trial_in_flight = true;
-        }
-        self.call("refresh", trial, deadline, self.inner.refresh())
+        self.call("refresh", permit, deadline, self.inner.refresh())
             .await
     }
 
@@ -236,21 +270,20 @@ impl KeyProvider for Guarded {
     }
 
     async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
-        let admission = self.admit("wrap")?;
+        let permit = self.admit("wrap")?;
         let deadline = self.deadline();
-        self.call("wrap", admission, deadline, self.inner.wrap(key, kek))
+        self.call("wrap", permit, deadline, self.inner.wrap(key, kek))
             .await
     }
 
     async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
-        let admission = self.admit("unwrap")?;
+        // Refused without asking the service: no verdict on it, no trial spent, no slot taken.
+        self.inner.check_unwrap(version, wrapped)?;
+        let permit = self.admit("unwrap")?;
         let deadline = self.deadline();
         let slot = match tokio::time::timeout_at(deadline, self.unwrap_slots.acquire()).await {
             Ok(Ok(slot)) => slot,
             _ => {
-                if admission == Admission::Trial {
-                    self.lock().trial_in_flight = false;
-                }
                 return Err(ProviderError::Unavailable {
                     operation: "unwrap".into(),
                     source: Arc::new(std::io::Error::other(
@@ -262,13 +295,17 @@ impl KeyProvider for Guarded {
         let result = self
             .call(
                 "unwrap",
-                admission,
+                permit,
                 deadline,
                 self.inner.unwrap(version, wrapped),
             )
             .await;
         drop(slot);
         result
+    }
+
+    fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {
+        self.inner.check_unwrap(version, wrapped)
     }
 
     async fn health(&self) -> ProviderHealth {
@@ -377,6 +414,14 @@ mod tests {
         )
     }
 
+    /// Opens the breaker of `guard`, whose service is down, with the failures that open it.
+    async fn fail_until_open(guard: &Guarded) {
+        for _ in 0..GuardPolicy::DEFAULT.failure_threshold {
+            let _ = guard.unwrap("1", b"w").await;
+        }
+        assert_eq!(guard.breaker_state(), BreakerState::Open);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn five_transient_failures_open_the_breaker_and_later_calls_fail_fast() {
         let inner = Scripted::new(Outcome::Down);
@@ -405,9 +450,7 @@ mod tests {
     async fn after_the_cool_down_one_trial_decides_and_success_closes() {
         let inner = Scripted::new(Outcome::Down);
         let guard = guarded(&inner);
-        for _ in 0..5 {
-            let _ = guard.unwrap("1", b"w").await;
-        }
+        fail_until_open(&guard).await;
         tokio::time::advance(GuardPolicy::DEFAULT.open_for).await;
         assert_eq!(guard.breaker_state(), BreakerState::HalfOpen);
         // A failed trial reopens for twice as long.
@@ -422,13 +465,38 @@ mod tests {
         assert!(matches!(guard.health().await, ProviderHealth::Ok));
     }
 
+    /// Regression: a half-open trial whose caller gave up (kube-apiserver's timeout drops the
+    /// future mid-call) kept the trial slot taken, so every later wrap and unwrap was refused
+    /// until the next refresh.
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_half_open_trial_gives_its_slot_back() {
+        let inner = Scripted::new(Outcome::Down);
+        let guard = guarded(&inner);
+        fail_until_open(&guard).await;
+        tokio::time::advance(GuardPolicy::DEFAULT.open_for).await;
+        assert_eq!(guard.breaker_state(), BreakerState::HalfOpen);
+        inner.set(Outcome::Hang);
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(100), guard.unwrap("1", b"w")).await;
+        assert!(
+            cancelled.is_err(),
+            "the trial was still waiting when dropped"
+        );
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 6);
+
+        inner.set(Outcome::Ok);
+        assert!(
+            guard.unwrap("1", b"w").await.is_ok(),
+            "the next call is admitted as the trial"
+        );
+        assert_eq!(guard.breaker_state(), BreakerState::Closed);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_successful_refresh_closes_the_breaker_by_itself() {
         let inner = Scripted::new(Outcome::Down);
         let guard = guarded(&inner);
-        for _ in 0..5 {
-            let _ = guard.unwrap("1", b"w").await;
-        }
+        fail_until_open(&guard).await;
         assert_eq!(guard.breaker_state(), BreakerState::Open);
         inner.set(Outcome::Ok);
         guard.refresh().await.unwrap();

@@ -64,6 +64,11 @@ impl KeyProvider for Instrumented {
         result
     }
 
+    fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {
+        // A local refusal is no remote call: not counted.
+        self.inner.check_unwrap(version, wrapped)
+    }
+
     async fn health(&self) -> ProviderHealth {
         self.inner.health().await
     }

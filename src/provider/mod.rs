@@ -196,6 +196,17 @@ pub trait KeyProvider: Send + Sync + 'static {
     /// resolved without any network call.
     async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError>;
 
+    /// Refuses, without any remote call, an unwrap that `unwrap` would refuse without one: a
+    /// version outside the configuration or of the wrong shape, wrapped bytes of a length no
+    /// wrap produces, a refusal the provider remembers. `unwrap` makes the same checks; this
+    /// lets a caller tell such a local refusal apart from the key service's answer — it proves
+    /// nothing about the service, so the circuit breaker neither counts it nor spends a trial
+    /// on it. The default refuses nothing.
+    fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {
+        let _ = (version, wrapped);
+        Ok(())
+    }
+
     /// The provider's health as of its last remote call; makes no remote call itself.
     async fn health(&self) -> ProviderHealth;
 }

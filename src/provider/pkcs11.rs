@@ -426,12 +426,7 @@ impl KeyProvider for Pkcs11Provider {
     }
 
     async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
-        // Attacker input: resolved within the configuration, before anything reaches the token.
-        if !self.inner.config.is_configured(version) {
-            return Err(ProviderError::UnknownKeyVersion {
-                version: version.into(),
-            });
-        }
+        self.check_unwrap(version, wrapped)?;
         let version = version.to_owned();
         let wrapped = wrapped.to_vec();
         self.blocking(
@@ -448,6 +443,16 @@ impl KeyProvider for Pkcs11Provider {
             },
         )
         .await
+    }
+
+    fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {
+        // Attacker input: resolved within the configuration, before anything reaches the token.
+        if !self.inner.config.is_configured(version) {
+            return Err(ProviderError::UnknownKeyVersion {
+                version: version.into(),
+            });
+        }
+        wrapping::parse(version, wrapped).map(|_| ())
     }
 
     async fn health(&self) -> ProviderHealth {

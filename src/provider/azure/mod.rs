@@ -756,18 +756,8 @@ impl KeyProvider for AzureKeyVaultProvider {
     }
 
     async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
-        // Attacker input: only a well-formed version, joined to configured keys only.
-        if !is_valid_version(version) {
-            return Err(ProviderError::UnknownKeyVersion {
-                version: version.to_owned(),
-            });
-        }
+        self.check_unwrap(version, wrapped)?;
         let algorithms = algorithms_for(wrapped.len(), self.inner.config.oct_wrap_algorithm);
-        if algorithms.is_empty() {
-            return Err(ProviderError::UnwrapFailed {
-                version: version.to_owned(),
-            });
-        }
         for index in self.candidates(version) {
             if self.known_missing(index, version) {
                 continue;
@@ -810,6 +800,30 @@ impl KeyProvider for AzureKeyVaultProvider {
         Err(ProviderError::UnknownKeyVersion {
             version: version.to_owned(),
         })
+    }
+
+    fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {
+        // Attacker input: only a well-formed version, joined to configured keys only.
+        if !is_valid_version(version) {
+            return Err(ProviderError::UnknownKeyVersion {
+                version: version.to_owned(),
+            });
+        }
+        if algorithms_for(wrapped.len(), self.inner.config.oct_wrap_algorithm).is_empty() {
+            return Err(ProviderError::UnwrapFailed {
+                version: version.to_owned(),
+            });
+        }
+        let candidates = self.candidates(version);
+        if candidates
+            .iter()
+            .all(|&index| self.known_missing(index, version))
+        {
+            return Err(ProviderError::UnknownKeyVersion {
+                version: version.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     async fn health(&self) -> ProviderHealth {
