@@ -41,6 +41,11 @@ fn decrypt_v1_proto_corpus() {
     run_corpus("decrypt_v1_proto", kube_kms::fuzzing::decrypt_v1_proto);
 }
 
+#[test]
+fn h2_authority_corpus() {
+    run_corpus("h2_authority", grpc_uds::fuzzing::client_stream);
+}
+
 /// The committed v2 and v1 requests open: the corpora reach the decryption itself, not only
 /// the parsers. Rewrite them with `cargo test --test fuzz_corpus -- --ignored write_seeds`.
 #[test]

@@ -19,11 +19,12 @@
 //! [`MAX_HEADER_LIST_BYTES`] of rewritten headers (either fails the connection with an
 //! [`AuthorityError`]), and never change anything but an `:authority` h2 would refuse.
 //!
-//! HPACK comes from `loona-hpack`: the maintained fork of the `hpack` crate (last released
-//! 2016). It decodes Huffman strings and dynamic-table size updates, bounds integer
-//! decoding, reports errors instead of panicking, and decodes through a callback that borrows
-//! from its table. `httlib-hpack` has had no release since 2021, and `fluke-hpack` is the same
-//! code under loona's former name.
+//! HPACK comes from `loona-hpack`: the `hpack` crate's code carried on (with fixes) by the
+//! loona HTTP/2 server, released as `fluke-hpack` and then `loona-hpack`, the newest of the
+//! three. It decodes Huffman strings and dynamic-table size updates, bounds integer decoding,
+//! returns errors rather than panicking on bad input, and decodes through a callback that
+//! borrows from its table. Chosen over `hpack` 0.3, the original it continues, and over
+//! `httlib-hpack` 0.1.
 
 use std::fmt;
 use std::io;
