@@ -110,8 +110,9 @@ impl Drop for BoundSocket {
 ///
 /// The parent directory is created 0700 if missing; an existing one must not be writable by
 /// other users. A socket left by a crashed process is replaced; a socket some process still
-/// accepts on is not. The socket is bound under a temporary name, given its mode, then renamed
-/// into place, so it never appears with the wrong mode.
+/// accepts on is not. The socket is bound in a private 0700 directory beside the path, given its
+/// group and mode there, then renamed into place, so no other user can reach it before it has
+/// its final mode.
 pub fn bind(path: &Path, mode: u32) -> Result<(UnixListener, BoundSocket), SocketError> {
     bind_with_group(path, mode, None)
 }
@@ -139,16 +140,8 @@ pub fn bind_with_group(
     ensure_socket_dir(dir, group)?;
     remove_if_stale(path)?;
 
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| SocketError::NotASocket { path: path.into() })?;
-    let temporary = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = fs::remove_file(&temporary);
-    let listener = StdUnixListener::bind(&temporary).map_err(io("bind", &temporary))?;
+    let (listener, private) = bind_privately(dir)?;
+    let temporary = private.join(PRIVATE_SOCKET_NAME);
     let placed = std::os::unix::fs::chown(&temporary, None, group)
         .map_err(io("set the group of", &temporary))
         .and_then(|()| {
@@ -156,10 +149,11 @@ pub fn bind_with_group(
                 .map_err(io("set the mode of", &temporary))
         })
         .and_then(|()| fs::rename(&temporary, path).map_err(io("move into place", path)));
-    if let Err(error) = placed {
+    if placed.is_err() {
         let _ = fs::remove_file(&temporary);
-        return Err(error);
     }
+    let _ = fs::remove_dir(&private);
+    placed?;
     let meta = fs::symlink_metadata(path).map_err(io("inspect", path))?;
     let bound = BoundSocket {
         path: path.to_owned(),
@@ -170,6 +164,60 @@ pub fn bind_with_group(
         .map_err(io("configure", path))?;
     let listener = UnixListener::from_std(listener).map_err(io("listen on", path))?;
     Ok((listener, bound))
+}
+
+/// The name of the socket inside its private directory: short, as the kernel allows socket
+/// paths of at most 107 bytes and the directory's own name adds 15.
+const PRIVATE_SOCKET_NAME: &str = "s";
+
+/// Binds a socket inside a new directory next to the target that only this user can enter
+/// (created 0700, whatever the umask), so no other user can connect in the moment between
+/// bind — which creates the socket with the umask's mode — and the chmod that follows. The
+/// process umask is left alone: it is shared with every other thread. Returns the listener and
+/// the private directory, which the caller removes once the socket is renamed out of it.
+fn bind_privately(dir: &Path) -> Result<(StdUnixListener, PathBuf), SocketError> {
+    let mut random = [0u8; 4];
+    crate::crypto::fill_random(&mut random).map_err(|_| SocketError::Io {
+        action: "name a private directory in",
+        path: dir.into(),
+        source: io::Error::other("no randomness available"),
+    })?;
+    let private = dir.join(format!(".bind-{}", hex::encode(random)));
+    // mkdir never follows or reuses what is already there: a name another user planted fails.
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|source| SocketError::Io {
+            action: "create a private directory",
+            path: private.clone(),
+            source,
+        })?;
+    let socket = private.join(PRIVATE_SOCKET_NAME);
+    // A umask can only take bits away from 0700; put back any it took from the owner.
+    let bound = fs::set_permissions(&private, fs::Permissions::from_mode(0o700))
+        .map_err(|source| SocketError::Io {
+            action: "set the mode of",
+            path: private.clone(),
+            source,
+        })
+        .and_then(|()| {
+            StdUnixListener::bind(&socket).map_err(|source| SocketError::Io {
+                action: "bind",
+                path: socket.clone(),
+                source,
+            })
+        });
+    match bound {
+        Ok(listener) => {
+            #[cfg(test)]
+            tests::at_bind(&socket);
+            Ok((listener, private))
+        }
+        Err(error) => {
+            let _ = fs::remove_dir(&private);
+            Err(error)
+        }
+    }
 }
 
 fn ensure_socket_dir(dir: &Path, group: Option<u32>) -> Result<(), SocketError> {
@@ -292,7 +340,112 @@ pub fn current_uid() -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::process::Command;
+
     use super::*;
+
+    type Hook = Box<dyn FnMut(&Path)>;
+
+    thread_local! {
+        /// Called with the socket's path the moment `bind` returns, before any chmod.
+        static AT_BIND: RefCell<Option<Hook>> = RefCell::new(None);
+    }
+
+    pub(super) fn at_bind(socket: &Path) {
+        AT_BIND.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook(socket);
+            }
+        });
+    }
+
+    /// Whether another user could connect to `socket`: it must grant write to group or others,
+    /// and every directory above it up to `top` must let them search.
+    fn reachable_by_others(socket: &Path, top: &Path) -> bool {
+        let mode = |path: &Path| fs::symlink_metadata(path).unwrap().permissions().mode();
+        if mode(socket) & 0o022 == 0 {
+            return false;
+        }
+        let mut dir = socket.parent().unwrap();
+        loop {
+            if mode(dir) & 0o011 == 0 {
+                return false;
+            }
+            if dir == top {
+                return true;
+            }
+            dir = dir.parent().unwrap();
+        }
+    }
+
+    const UMASK_CHILD: &str = "KUBE_KMS_TEST_UMASK_000";
+
+    /// Regression: the socket was bound under a temporary name in the socket's own directory
+    /// with the umask's mode, and only then chmodded, so under a permissive umask another user
+    /// could connect in between. Run in a child process whose umask is 000 (the umask is
+    /// process-wide, so the test does not change this process's).
+    #[test]
+    fn no_other_user_can_reach_the_socket_before_it_has_its_mode() {
+        if std::env::var_os(UMASK_CHILD).is_none() {
+            let test =
+                "server::socket::tests::no_other_user_can_reach_the_socket_before_it_has_its_mode";
+            let status = Command::new("sh")
+                .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+                .arg(std::env::current_exe().unwrap())
+                .args(["--exact", test, "--test-threads=1", "--nocapture"])
+                .env(UMASK_CHILD, "1")
+                .status()
+                .unwrap();
+            assert!(
+                status.success(),
+                "the child with umask 000 failed: {status}"
+            );
+            return;
+        }
+        let top = tempfile::tempdir().unwrap();
+        fs::set_permissions(top.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        // A directory others may search (not write): allowed, and the case that matters.
+        let dir = top.path().join("run");
+        fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let seen = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let record = std::rc::Rc::clone(&seen);
+        let top_path = top.path().to_owned();
+        AT_BIND.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move |socket: &Path| {
+                record
+                    .borrow_mut()
+                    .push((socket.to_owned(), reachable_by_others(socket, &top_path)));
+            }));
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let path = dir.join("kms.sock");
+        let bound = runtime.block_on(async { bind(&path, 0o600).map(|(_, bound)| bound) });
+        AT_BIND.with(|hook| hook.borrow_mut().take());
+        let bound = bound.unwrap();
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            !seen[0].1,
+            "{} was reachable by other users at bind",
+            seen[0].0.display()
+        );
+        let mode = fs::symlink_metadata(bound.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Nothing is left behind in the directory but the socket.
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["kms.sock"]);
+    }
 
     #[test]
     fn a_group_enters_a_directory_through_its_group_bit_or_the_others_bit() {
