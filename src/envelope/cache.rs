@@ -162,27 +162,22 @@ impl KekCache {
     ) where
         Fut: Future<Output = UnwrapResult> + Send + 'static,
     {
-        let state = Arc::clone(&self.state);
-        let evictions = Arc::clone(&self.evictions);
+        let flight = Flight {
+            state: Arc::clone(&self.state),
+            evictions: Arc::clone(&self.evictions),
+            key,
+            version,
+            wrapped,
+            sender,
+            landed: false,
+        };
         self.unwraps.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            // If the unwrap panics (or the runtime drops this task), `flight` is dropped
+            // unlanded and its Drop ends the flight with an error.
+            let mut flight = flight;
             let result = unwrap.await;
-            {
-                let mut state = lock(&state);
-                // Only the flight that is still registered may fill the cache: after clear()
-                // (revocation) a late result must not bring a KEK back.
-                let still_wanted = state
-                    .in_flight
-                    .get(&key)
-                    .is_some_and(|receiver| receiver.same_channel(&sender.subscribe()));
-                if still_wanted {
-                    state.in_flight.remove(&key);
-                    if let Ok(kek) = &result {
-                        push(&mut state, &version, &wrapped, Arc::clone(kek), &evictions);
-                    }
-                }
-            }
-            let _ = sender.send(Some(result));
+            flight.land(result);
         });
     }
 
@@ -204,6 +199,64 @@ impl KekCache {
     /// Whether no KEK is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// One unwrap in flight: ending it removes its in-flight entry and hands the result to its
+/// waiters. It ends however the unwrap task ends — with a result, or when the task panics or is
+/// dropped — so no waiter is left without an answer and the next miss on the same KEK starts a
+/// new unwrap instead of finding a flight that never lands.
+struct Flight {
+    state: Arc<Mutex<State>>,
+    evictions: Arc<AtomicU64>,
+    key: CacheKey,
+    version: Box<str>,
+    wrapped: Box<[u8]>,
+    sender: watch::Sender<Option<UnwrapResult>>,
+    landed: bool,
+}
+
+impl Flight {
+    fn land(&mut self, result: UnwrapResult) {
+        self.landed = true;
+        {
+            let mut state = lock(&self.state);
+            // Only the flight that is still registered may fill the cache: after clear()
+            // (revocation) a late result must not bring a KEK back.
+            let still_wanted = state
+                .in_flight
+                .get(&self.key)
+                .is_some_and(|receiver| receiver.same_channel(&self.sender.subscribe()));
+            if still_wanted {
+                state.in_flight.remove(&self.key);
+                if let Ok(kek) = &result {
+                    push(
+                        &mut state,
+                        &self.version,
+                        &self.wrapped,
+                        Arc::clone(kek),
+                        &self.evictions,
+                    );
+                }
+            }
+        }
+        let _ = self.sender.send(Some(result));
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if !self.landed {
+            tracing::error!(
+                version = %self.version,
+                "an unwrap ended without a result (it panicked or was cancelled); its waiters \
+                 get an error and the next request tries again"
+            );
+            self.land(Err(ProviderError::Unavailable {
+                operation: "unwrap".into(),
+                source: Arc::new(std::io::Error::other("the unwrap ended without a result")),
+            }));
+        }
     }
 }
 
@@ -336,6 +389,49 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(cache.stats().hits, 1);
+    }
+
+    /// Regression: an unwrap that panicked left its in-flight entry behind, so every later
+    /// Decrypt of the same KEK joined a flight that had already ended and failed, forever.
+    #[tokio::test]
+    async fn a_panicking_unwrap_fails_its_waiters_and_the_next_miss_unwraps_again() {
+        let cache = Arc::new(KekCache::new(NonZeroUsize::new(8).unwrap()));
+        let (release, released) = watch::channel(false);
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                let mut released = released.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_unwrap("1", b"wrapped", move || async move {
+                            let _ = released.wait_for(|r| *r).await;
+                            panic!("the provider panicked (a test)");
+                        })
+                        .await
+                })
+            })
+            .collect();
+        while cache.stats().misses < 4 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        for waiter in waiters {
+            let result = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+                .await
+                .expect("a waiter hung")
+                .unwrap();
+            assert!(
+                matches!(result, Err(ProviderError::Unavailable { .. })),
+                "{:?}",
+                result.err()
+            );
+        }
+        let again = cache
+            .get_or_unwrap("1", b"wrapped", || async { Ok(kek()) })
+            .await;
+        assert!(again.is_ok(), "{:?}", again.err());
+        assert_eq!(cache.stats().unwraps, 2);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

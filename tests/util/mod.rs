@@ -12,14 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube_kms::crypto::SecretKey;
 use kube_kms::envelope::Envelope;
 use kube_kms::envelope::kek::RotationPolicy;
 use kube_kms::ops::metrics::Metrics;
 use kube_kms::probe::connect;
 use kube_kms::proto::v1beta1::key_management_service_client::KeyManagementServiceClient as V1Client;
 use kube_kms::proto::v2::key_management_service_client::KeyManagementServiceClient as V2Client;
-use kube_kms::provider::KeyProvider;
 use kube_kms::provider::local::LocalKeyRing;
+use kube_kms::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use kube_kms::server::{self, socket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -48,6 +49,40 @@ pub fn short_tempdir() -> tempfile::TempDir {
 /// Opens (creating if needed) the local key ring at `key_dir`.
 pub fn key_ring(key_dir: &Path) -> Arc<dyn KeyProvider> {
     Arc::new(LocalKeyRing::open_or_create(key_dir).expect("key ring opens"))
+}
+
+/// What [`UnwrapHook`] runs before each unwrap.
+pub type BeforeUnwrap =
+    Box<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A real provider (usually the local key ring) with `before` run ahead of each unwrap: a
+/// harness to count, delay, hold or fail unwraps without a fake provider.
+pub struct UnwrapHook {
+    pub inner: Arc<dyn KeyProvider>,
+    pub before: BeforeUnwrap,
+}
+
+#[async_trait::async_trait]
+impl KeyProvider for UnwrapHook {
+    fn kind(&self) -> &'static str {
+        "hooked"
+    }
+    async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
+        self.inner.refresh().await
+    }
+    async fn current_key(&self) -> Option<KeyVersion> {
+        self.inner.current_key().await
+    }
+    async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
+        self.inner.wrap(key, kek).await
+    }
+    async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
+        (self.before)().await;
+        self.inner.unwrap(version, wrapped).await
+    }
+    async fn health(&self) -> ProviderHealth {
+        self.inner.health().await
+    }
 }
 
 impl TestPlugin {

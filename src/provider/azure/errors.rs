@@ -17,7 +17,7 @@ use azure_core::error::{Error as AzureError, ErrorKind};
 use azure_core::http::{RawResponse, StatusCode};
 
 use super::key_id::KeyRef;
-use super::retry::Classified;
+use super::retry::{Classified, cap_retry_after};
 use crate::provider::ProviderError;
 
 /// What a remote call was doing, for error messages and the choice of variant.
@@ -260,9 +260,13 @@ fn serde_json_value(bytes: &[u8]) -> Result<azure_core::Value, AzureError> {
     azure_core::json::from_json(bytes)
 }
 
-/// Retry-After as seconds (or `retry-after-ms` / `x-ms-retry-after-ms` in milliseconds). An
-/// HTTP-date is not honoured: Key Vault does not send one.
+/// Retry-After as seconds (or `retry-after-ms` / `x-ms-retry-after-ms` in milliseconds), at most
+/// [`MAX_RETRY_AFTER`](super::retry::MAX_RETRY_AFTER). An HTTP-date is not honoured: Key Vault does not send one.
 fn parse_retry_after(raw: &RawResponse) -> Option<Duration> {
+    parse_retry_after_uncapped(raw).map(cap_retry_after)
+}
+
+fn parse_retry_after_uncapped(raw: &RawResponse) -> Option<Duration> {
     let headers = raw.headers();
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(ms) = headers
@@ -283,6 +287,8 @@ mod tests {
     use azure_core::http::headers::Headers;
 
     use super::*;
+
+    use crate::provider::azure::retry::MAX_RETRY_AFTER;
 
     const VERSION: &str = "0123456789abcdef0123456789abcdef";
 
@@ -505,6 +511,31 @@ mod tests {
             Some(VERSION),
         ));
         assert_eq!(classified.retry_after, Some(Duration::from_millis(250)));
+    }
+
+    /// Regression: a Retry-After of 10^14 seconds (or one past i64 seconds) was kept as it
+    /// came, and one too large for the clock panicked when the retry loop added it to now.
+    #[test]
+    fn a_huge_retry_after_is_capped() {
+        for huge in ["99999999999999", "18446744073709551615"] {
+            for header in ["retry-after", "retry-after-ms"] {
+                let classified = other(classify(
+                    http(429, &body("Throttled", None), &[(header, huge)]),
+                    Call::Unwrap,
+                    &key(),
+                    Some(VERSION),
+                ));
+                assert_eq!(
+                    classified.retry_after,
+                    Some(MAX_RETRY_AFTER),
+                    "{header}: {huge}"
+                );
+                assert!(matches!(
+                    classified.error,
+                    ProviderError::Throttled { retry_after: Some(wait), .. } if wait == MAX_RETRY_AFTER
+                ));
+            }
+        }
     }
 
     #[test]

@@ -55,6 +55,16 @@ impl RetryPolicy {
     }
 }
 
+/// The longest Retry-After honoured. A service that asks for longer (or a header that is not
+/// meant as a number of seconds) is taken to mean "not before the deadline" — every deadline is
+/// far shorter — and a wait this long can still be added to any clock reading without overflow.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `wait`, at most [`MAX_RETRY_AFTER`].
+pub fn cap_retry_after(wait: Duration) -> Duration {
+    wait.min(MAX_RETRY_AFTER)
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self::DEFAULT
@@ -82,12 +92,12 @@ impl Classified {
         }
     }
 
-    /// A transient failure.
+    /// A transient failure; a Retry-After is capped at [`MAX_RETRY_AFTER`].
     pub fn transient(error: ProviderError, retry_after: Option<Duration>) -> Self {
         Self {
             error,
             retryable: true,
-            retry_after,
+            retry_after: retry_after.map(cap_retry_after),
         }
     }
 }
@@ -154,7 +164,11 @@ where
         let wait = policy
             .backoff(attempts - 1)
             .max(failure.retry_after.unwrap_or_default());
-        if Instant::now() + wait >= give_up {
+        // Checked: a wait too long to add to the clock is certainly past the deadline.
+        if Instant::now()
+            .checked_add(wait)
+            .is_none_or(|retry_at| retry_at >= give_up)
+        {
             tracing::debug!(
                 operation,
                 attempts,
@@ -253,6 +267,34 @@ mod tests {
             Err(ProviderError::Throttled { retry_after: Some(wait), .. }) if wait == Duration::from_secs(5)
         ));
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    /// Regression: a Retry-After too large to add to the clock panicked (`Instant + Duration`)
+    /// inside the unwrap task.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_too_long_for_the_clock_fails_at_once_without_panicking() {
+        for wait in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+            let started = Instant::now();
+            let result: Result<(), _> = run(&RetryPolicy::DEFAULT, "test", || async move {
+                Err(Classified {
+                    error: unavailable(),
+                    retryable: true,
+                    retry_after: Some(wait),
+                })
+            })
+            .await;
+            assert!(matches!(result, Err(ProviderError::Unavailable { .. })));
+            assert_eq!(started.elapsed(), Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn a_transient_failure_caps_its_retry_after() {
+        let capped =
+            Classified::transient(unavailable(), Some(Duration::from_secs(99_999_999_999_999)));
+        assert_eq!(capped.retry_after, Some(MAX_RETRY_AFTER));
+        let kept = Classified::transient(unavailable(), Some(Duration::from_secs(3)));
+        assert_eq!(kept.retry_after, Some(Duration::from_secs(3)));
     }
 
     #[tokio::test(start_paused = true)]
