@@ -749,3 +749,40 @@ async fn refusals_that_never_reach_the_vault_leave_the_breaker_alone() {
     assert_eq!(guard.breaker_state(), BreakerState::Closed);
 }
 
+/// Regression: a refresh (get the key, then wrap and unwrap a test KEK) ran under one call's
+/// deadline, so a single 429 whose Retry-After the vault asked to be waited out failed it even
+/// though the refresh runs in the background with time to spare. A refresh has its own budget
+/// covering its calls: the 429 is waited out, retried, and health stays ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_waits_out_one_429_with_retry_after_within_its_budget() {
+    let vault = TestVault::key_vault(2048).await;
+    let mut config = vault.config();
+    config.retry.deadline = Duration::from_millis(800);
+    let provider = vault.open(config).await;
+    let guard = Guarded::new(
+        provider,
+        GuardPolicy {
+            call_deadline: Duration::from_millis(800),
+            ..GuardPolicy::DEFAULT
+        },
+    );
+    vault.emulator.reset_counts();
+    vault.emulator.inject(
+        FaultRule::on(
+            Operation::GetKey,
+            Fault::Throttle {
+                retry_after: Some(1),
+            },
+        )
+        .times(1),
+    );
+    let key = guard
+        .refresh()
+        .await
+        .expect("the refresh waits out the 429");
+    assert_eq!(key.version(), vault.first.version);
+    let gets = vault.emulator.counts(Operation::GetKey);
+    assert_eq!(gets.requests - gets.challenged, 2, "one 429, one retry");
+    assert_eq!(guard.health().await, ProviderHealth::Ok);
+    assert_eq!(guard.breaker_state(), BreakerState::Closed);
+}

@@ -248,9 +248,20 @@ impl KeyProvider for Guarded {
         self.inner.kind()
     }
 
+    fn refresh_budget(&self) -> Option<Duration> {
+        self.inner.refresh_budget()
+    }
+
     async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
         // The refresher always reaches the service: it is how the breaker learns it is back.
-        let deadline = Instant::now() + self.policy.call_deadline;
+        // Its own budget when it is several calls in turn, never less than one call's deadline.
+        let budget = self
+            .inner
+            .refresh_budget()
+            .map_or(self.policy.call_deadline, |budget| {
+                budget.max(self.policy.call_deadline)
+            });
+        let deadline = Instant::now() + budget;
         let permit = {
             let mut breaker = self.lock();
             // The refresh takes the trial slot if it is free; if another trial holds it, the

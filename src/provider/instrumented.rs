@@ -2,7 +2,7 @@
 //! every provider — local, Azure, PKCS#11 — reports remote calls the same way.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -37,6 +37,10 @@ impl Instrumented {
 impl KeyProvider for Instrumented {
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+
+    fn refresh_budget(&self) -> Option<Duration> {
+        self.inner.refresh_budget()
     }
 
     async fn refresh(&self) -> Result<KeyVersion, ProviderError> {

@@ -185,6 +185,12 @@ pub trait KeyProvider: Send + Sync + 'static {
     /// start-up and every refresh interval; a changed result rotates the local KEK.
     async fn refresh(&self) -> Result<KeyVersion, ProviderError>;
 
+    /// How long one `refresh` may take in all when it makes several remote calls in turn (the
+    /// guard allows it this long rather than one call's deadline); `None`: one call's deadline.
+    fn refresh_budget(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The version the last successful `refresh` returned, without a remote call.
     async fn current_key(&self) -> Option<KeyVersion>;
 

@@ -48,6 +48,9 @@ const MAX_LEARNED_VERSIONS: usize = 4096;
 const MISSING_VERSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// The length of a 32-byte KEK wrapped with A256KW or CKM_AES_KEY_WRAP_PAD.
 const AES_WRAPPED_LEN: usize = 40;
+/// The remote operations one refresh makes in turn: read the key, then wrap and unwrap a test
+/// KEK. The refresh's budget is this many call deadlines, shared by them (see `refresh_budget`).
+const REFRESH_CALLS: u32 = 3;
 
 /// Which version of the configured key wraps new KEKs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,11 +327,26 @@ impl AzureKeyVaultProvider {
             })
     }
 
-    async fn get_key(&self, version: Option<&str>) -> Result<Key, ProviderError> {
+    /// The retry policy for a refresh's next call: the configured one, with whatever is left of
+    /// the refresh's budget (ending at `give_up`) as its deadline. A Retry-After that fits in
+    /// what is left is waited out even when it is longer than one call's deadline: the refresh
+    /// runs in the background, where nobody's gRPC deadline is waiting on it.
+    fn refresh_policy(&self, give_up: tokio::time::Instant) -> RetryPolicy {
+        RetryPolicy {
+            deadline: give_up.saturating_duration_since(tokio::time::Instant::now()),
+            ..self.inner.config.retry
+        }
+    }
+
+    async fn get_key(
+        &self,
+        version: Option<&str>,
+        policy: &RetryPolicy,
+    ) -> Result<Key, ProviderError> {
         let key = &self.inner.config.key;
         let client = self.client(key)?;
         let operation = errors::describe(Call::GetKey, key, version);
-        retry::run(&self.inner.config.retry, &operation, || async {
+        retry::run(policy, &operation, || async {
             client.get_key(key.name(), version).await.map_err(|error| {
                 errors::classify(error, Call::GetKey, key, version).into_classified()
             })
@@ -342,10 +360,11 @@ impl AzureKeyVaultProvider {
         version: &str,
         algorithm: WrapAlgorithm,
         kek: &[u8],
+        policy: &RetryPolicy,
     ) -> Result<Vec<u8>, ProviderError> {
         let client = self.client(key)?;
         let operation = errors::describe(Call::Wrap, key, Some(version));
-        let (wrapped, kid) = retry::run(&self.inner.config.retry, &operation, || async {
+        let (wrapped, kid) = retry::run(policy, &operation, || async {
             client
                 .wrap(key.name(), version, algorithm, kek)
                 .await
@@ -371,10 +390,11 @@ impl AzureKeyVaultProvider {
         version: &str,
         algorithm: WrapAlgorithm,
         wrapped: &[u8],
+        policy: &RetryPolicy,
     ) -> Result<SecretKey, Option<ProviderError>> {
         let client = self.client(key).map_err(Some)?;
         let operation = errors::describe(Call::Unwrap, key, Some(version));
-        let result = retry::run(&self.inner.config.retry, &operation, || async {
+        let result = retry::run(policy, &operation, || async {
             client
                 .unwrap(key.name(), version, algorithm, wrapped)
                 .await
@@ -403,14 +423,14 @@ impl AzureKeyVaultProvider {
         }
     }
 
-    /// Reads the configured key version and checks it can wrap and unwrap.
-    async fn read_current(&self) -> Result<Current, ProviderError> {
+    /// Reads the configured key version and checks it can wrap; gives up at `give_up`.
+    async fn read_current(&self, give_up: tokio::time::Instant) -> Result<Current, ProviderError> {
         let config = &self.inner.config;
         let pinned = match &config.key_version {
             KeyVersionChoice::Latest => None,
             KeyVersionChoice::Pinned(version) => Some(version.as_str()),
         };
-        let key = self.get_key(pinned).await?;
+        let key = self.get_key(pinned, &self.refresh_policy(give_up)).await?;
         let described = match pinned {
             Some(version) => format!("version {version} of {}", config.key),
             None => format!("the latest version of {}", config.key),
@@ -511,7 +531,12 @@ impl AzureKeyVaultProvider {
 
     /// Wraps and unwraps a random value with `current`: proves that the identity still holds
     /// wrapKey and unwrapKey and that the key still unwraps (a disabled key refuses unwrap).
-    async fn self_test(&self, current: &Current) -> Result<(), ProviderError> {
+    /// Gives up at `give_up`.
+    async fn self_test(
+        &self,
+        current: &Current,
+        give_up: tokio::time::Instant,
+    ) -> Result<(), ProviderError> {
         let probe = SecretKey::generate()?;
         let key = &self.inner.config.key;
         let wrapped = self
@@ -520,10 +545,17 @@ impl AzureKeyVaultProvider {
                 current.version.version(),
                 current.algorithm,
                 probe.expose(),
+                &self.refresh_policy(give_up),
             )
             .await?;
         let unwrapped = self
-            .unwrap_remote(key, current.version.version(), current.algorithm, &wrapped)
+            .unwrap_remote(
+                key,
+                current.version.version(),
+                current.algorithm,
+                &wrapped,
+                &self.refresh_policy(give_up),
+            )
             .await
             .map_err(|error| {
                 error.unwrap_or_else(|| ProviderError::Revoked {
@@ -633,9 +665,24 @@ impl KeyProvider for AzureKeyVaultProvider {
         "azure-keyvault"
     }
 
+    fn refresh_budget(&self) -> Option<std::time::Duration> {
+        Some(
+            self.inner
+                .config
+                .retry
+                .deadline
+                .saturating_mul(REFRESH_CALLS),
+        )
+    }
+
     async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
+        // One budget for the refresh's calls together, which the guard allows as a whole.
+        let give_up = tokio::time::Instant::now()
+            + self
+                .refresh_budget()
+                .unwrap_or(self.inner.config.retry.deadline);
         let result = async {
-            let current = self.read_current().await?;
+            let current = self.read_current(give_up).await?;
             let previous = self.lock().current.clone();
             if let Some(previous) = &previous
                 && previous.version != current.version
@@ -657,7 +704,7 @@ impl KeyProvider for AzureKeyVaultProvider {
         }
         .await;
         let result = match result {
-            Ok(current) => match self.self_test(&current).await {
+            Ok(current) => match self.self_test(&current, give_up).await {
                 Ok(()) => {
                     // Wrap and unwrap both work again: a transient failure an earlier call left
                     // must not keep health Degraded (no other remote call may come for hours).
@@ -735,6 +782,7 @@ impl KeyProvider for AzureKeyVaultProvider {
                 key.version(),
                 current.algorithm,
                 kek.expose(),
+                &self.inner.config.retry,
             )
             .await
             .and_then(|wrapped| {
@@ -766,7 +814,13 @@ impl KeyProvider for AzureKeyVaultProvider {
             let mut last = None;
             for algorithm in &algorithms {
                 match self
-                    .unwrap_remote(&target.key, version, *algorithm, wrapped)
+                    .unwrap_remote(
+                        &target.key,
+                        version,
+                        *algorithm,
+                        wrapped,
+                        &self.inner.config.retry,
+                    )
                     .await
                 {
                     Ok(kek) => {
