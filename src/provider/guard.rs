@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use crate::crypto::SecretKey;
 
 tokio::task_local! {
@@ -246,6 +246,10 @@ impl Guarded {
 impl KeyProvider for Guarded {
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+
+    fn identity(&self) -> Option<KeyIdentity> {
+        self.inner.identity()
     }
 
     fn refresh_budget(&self) -> Option<Duration> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use crate::crypto::SecretKey;
 use crate::ops::metrics::Metrics;
 
@@ -37,6 +37,10 @@ impl Instrumented {
 impl KeyProvider for Instrumented {
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+
+    fn identity(&self) -> Option<KeyIdentity> {
+        self.inner.identity()
     }
 
     fn refresh_budget(&self) -> Option<Duration> {

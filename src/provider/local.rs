@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use crate::crypto::{GcmKey, KEY_LEN, SecretKey, fill_random};
 
 const FILE_MAGIC: &[u8; 8] = b"KKMS-LK1";
@@ -140,6 +140,11 @@ impl LocalKeyRing {
 impl KeyProvider for LocalKeyRing {
     fn kind(&self) -> &'static str {
         "local"
+    }
+
+    fn identity(&self) -> Option<KeyIdentity> {
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        Some(KeyIdentity::Local { dir })
     }
 
     async fn refresh(&self) -> Result<KeyVersion, ProviderError> {

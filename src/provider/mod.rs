@@ -66,6 +66,48 @@ impl KeyVersion {
     }
 }
 
+/// Which key a provider unwraps with, as far as a reload is concerned: two providers with the
+/// same identity unwrap the same wrapped KEKs, so a [`chain::Chain`] keeps only the newer of
+/// them. Settings that do not change the key (timeouts, credentials, decrypt-only keys) are not
+/// part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyIdentity {
+    /// A local key ring, by its directory.
+    Local {
+        /// The key directory, canonical when it can be resolved.
+        dir: std::path::PathBuf,
+    },
+    /// A PKCS#11 key, by module, token and key label.
+    Pkcs11 {
+        /// The module's path.
+        module: std::path::PathBuf,
+        /// The token, as the configuration selects it.
+        token: String,
+        /// The label of the key that wraps new KEKs.
+        key_label: String,
+    },
+    /// An Azure Key Vault or Managed HSM key, by vault host and key name (any version).
+    Azure(azure::key_id::KeyRef),
+}
+
+impl std::fmt::Display for KeyIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local { dir } => write!(f, "local key ring {}", dir.display()),
+            Self::Pkcs11 {
+                module,
+                token,
+                key_label,
+            } => write!(
+                f,
+                "PKCS#11 key {key_label:?} on {token} of {}",
+                module.display()
+            ),
+            Self::Azure(key) => write!(f, "Azure key {key}"),
+        }
+    }
+}
+
 /// Whether the provider can serve, as far as it knows without a remote call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderHealth {
@@ -180,6 +222,12 @@ impl From<crate::crypto::RandomUnavailable> for ProviderError {
 pub trait KeyProvider: Send + Sync + 'static {
     /// A short name for logs and metrics: "local", "azure-keyvault", "pkcs11".
     fn kind(&self) -> &'static str;
+
+    /// The key this provider unwraps with; `None` if it cannot say, and then no other provider
+    /// is ever taken for the same key.
+    fn identity(&self) -> Option<KeyIdentity> {
+        None
+    }
 
     /// Reads the key service and returns the version new KEKs must be wrapped with. Called at
     /// start-up and every refresh interval; a changed result rotates the local KEK.

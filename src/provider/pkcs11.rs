@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use crate::crypto::SecretKey;
 
 pub use admin::{ConfiguredKey, NewKeyType, create_key, list_keys};
@@ -344,6 +344,15 @@ impl Inner {
 impl KeyProvider for Pkcs11Provider {
     fn kind(&self) -> &'static str {
         "pkcs11"
+    }
+
+    fn identity(&self) -> Option<KeyIdentity> {
+        let config = &self.inner.config;
+        Some(KeyIdentity::Pkcs11 {
+            module: config.module.clone(),
+            token: config.token.to_string(),
+            key_label: config.key_label.clone(),
+        })
     }
 
     async fn refresh(&self) -> Result<KeyVersion, ProviderError> {

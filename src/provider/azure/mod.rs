@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use azure_core::time::OffsetDateTime;
 use azure_security_keyvault_keys::models::{Key, KeyType};
 
-use super::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use crate::crypto::{SecretKey, fill_random};
 use auth::{AuthSettings, AzureEnv, Resolution};
 use client::{TransportOptions, VaultClient, WrapAlgorithm};
@@ -663,6 +663,10 @@ fn algorithms_for(len: usize, oct: WrapAlgorithm) -> Vec<WrapAlgorithm> {
 impl KeyProvider for AzureKeyVaultProvider {
     fn kind(&self) -> &'static str {
         "azure-keyvault"
+    }
+
+    fn identity(&self) -> Option<KeyIdentity> {
+        Some(KeyIdentity::Azure(self.inner.config.key.clone()))
     }
 
     fn refresh_budget(&self) -> Option<std::time::Duration> {
