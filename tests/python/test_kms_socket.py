@@ -125,17 +125,17 @@ def tearDownModule() -> None:  # noqa: N802 (unittest's name)
         shutil.rmtree(_stub_dir, ignore_errors=True)
 
 
-def open_channel() -> grpc.Channel:
-    """A channel to the plugin the way kube-apiserver opens one: plaintext HTTP/2 over the
-    Unix socket with :authority localhost."""
-    channel = grpc.insecure_channel(
-        "unix://" + os.environ["KUBE_KMS_SOCKET"],
-        options=[
-            ("grpc.default_authority", "localhost"),
-            # Let the client send more than the server accepts, so the server's limit is tested.
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ],
-    )
+def open_channel(authority: str | None = "localhost") -> grpc.Channel:
+    """A channel to the plugin the way kube-apiserver's KMS v2 client opens one: plaintext
+    HTTP/2 over the Unix socket with :authority localhost. `authority=None` keeps grpcio's own
+    default for a `unix:` target (the percent-encoded socket path)."""
+    options = [
+        # Let the client send more than the server accepts, so the server's limit is tested.
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ]
+    if authority is not None:
+        options.append(("grpc.default_authority", authority))
+    channel = grpc.insecure_channel("unix://" + os.environ["KUBE_KMS_SOCKET"], options=options)
     grpc.channel_ready_future(channel).result(timeout=10)
     return channel
 
@@ -552,6 +552,53 @@ class TestV1beta1(KmsTestCase):
         self.assert_clean_refusal(self.v1_decrypt, sealed.ciphertext)
 
 
+class TestAuthorities(unittest.TestCase):
+    """The :authority values real clients send over a Unix socket are all served: grpcio's
+    default for a `unix:` target (the percent-encoded path) and the raw socket path, which
+    kube-apiserver's KMS v1 client (grpc-go) sends. h2 alone refuses both."""
+
+    def calls_succeed(self, channel: grpc.Channel) -> None:
+        v2 = v2_grpc.KeyManagementServiceStub(channel)
+        v1 = v1_grpc.KeyManagementServiceStub(channel)
+        call = {"timeout": CALL_TIMEOUT_S, "wait_for_ready": True}
+        status = v2.Status(v2_pb2.StatusRequest(), **call)
+        self.assertEqual((status.version, status.healthz), ("v2", "ok"))
+        plaintext = os.urandom(32)
+        sealed = v2.Encrypt(v2_pb2.EncryptRequest(plaintext=plaintext, uid="authority"), **call)
+        self.assertEqual(sealed.key_id, status.key_id)
+        opened = v2.Decrypt(
+            v2_pb2.DecryptRequest(
+                ciphertext=sealed.ciphertext,
+                uid="authority",
+                key_id=sealed.key_id,
+                annotations=dict(sealed.annotations),
+            ),
+            **call,
+        )
+        self.assertEqual(opened.plaintext, plaintext)
+        version = v1.Version(v1_pb2.VersionRequest(version="v1beta1"), **call)
+        self.assertEqual(version.version, "v1beta1")
+        cipher = v1.Encrypt(v1_pb2.EncryptRequest(version="v1beta1", plain=plaintext), **call)
+        plain = v1.Decrypt(v1_pb2.DecryptRequest(version="v1beta1", cipher=cipher.cipher), **call)
+        self.assertEqual(plain.plain, plaintext)
+
+    def test_grpcio_default_authority_for_a_unix_target(self):
+        channel = open_channel(authority=None)
+        try:
+            for _ in range(3):  # later calls reference the authority in the HPACK table
+                self.calls_succeed(channel)
+        finally:
+            channel.close()
+
+    def test_the_raw_socket_path_as_authority(self):
+        channel = open_channel(authority=os.environ["KUBE_KMS_SOCKET"])
+        try:
+            for _ in range(3):
+                self.calls_succeed(channel)
+        finally:
+            channel.close()
+
+
 class TestRotation(KmsTestCase):
     """`keys rotate` + SIGHUP moves the running plugin to a new key without a restart.
 
@@ -637,6 +684,7 @@ def load_tests(loader: unittest.TestLoader, standard_tests, pattern):  # noqa: A
         TestMessageSizeLimit,
         TestConcurrency,
         TestV1beta1,
+        TestAuthorities,
         TestKeysCommandLine,
         TestRotation,
     ):
