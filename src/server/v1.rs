@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
 
 use super::deadline;
 use super::errors::to_status;
@@ -54,8 +55,9 @@ impl KeyManagementService for KmsV1 {
     ) -> Result<Response<EncryptResponse>, Status> {
         let timer = RequestTimer::start(&self.metrics, "v1beta1.Encrypt");
         let deadline = deadline::of(&request);
-        let request = request.into_inner();
-        let result = deadline::within(deadline, self.envelope.encrypt_v1(&request.plain)).await;
+        // The DEK kube-apiserver sent is wiped when the call ends.
+        let plain = Zeroizing::new(request.into_inner().plain);
+        let result = deadline::within(deadline, self.envelope.encrypt_v1(&plain)).await;
         timer.finish(match result {
             Ok(cipher) => Ok(Response::new(EncryptResponse { cipher })),
             Err(error) => {
@@ -75,7 +77,7 @@ impl KeyManagementService for KmsV1 {
         timer.finish(
             match deadline::within(deadline, self.envelope.decrypt_v1(&request.cipher)).await {
                 Ok(plain) => Ok(Response::new(DecryptResponse {
-                    plain: plain.to_vec(),
+                    plain: super::v2::into_response(plain),
                 })),
                 Err(error) => {
                     tracing::debug!(%error, "v1 decrypt refused");

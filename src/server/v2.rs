@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
 
 use super::deadline;
 use super::errors::to_status;
@@ -53,8 +54,10 @@ impl KeyManagementService for KmsV2 {
     ) -> Result<Response<EncryptResponse>, Status> {
         let timer = RequestTimer::start(&self.metrics, "v2.Encrypt");
         let deadline = deadline::of(&request);
-        let request = request.into_inner();
-        let result = deadline::within(deadline, self.envelope.encrypt(&request.plaintext)).await;
+        let mut request = request.into_inner();
+        // The DEK kube-apiserver sent is wiped when the call ends.
+        let plaintext = Zeroizing::new(std::mem::take(&mut request.plaintext));
+        let result = deadline::within(deadline, self.envelope.encrypt(&plaintext)).await;
         timer.finish(match result {
             Ok(sealed) => {
                 tracing::debug!(uid = %request.uid, key_id = %sealed.key_id, "encrypt");
@@ -86,7 +89,7 @@ impl KeyManagementService for KmsV2 {
             Ok(plaintext) => {
                 tracing::debug!(uid = %request.uid, key_id, "decrypt");
                 Ok(Response::new(DecryptResponse {
-                    plaintext: plaintext.to_vec(),
+                    plaintext: into_response(plaintext),
                 }))
             }
             Err(error) => {
@@ -95,6 +98,13 @@ impl KeyManagementService for KmsV2 {
             }
         })
     }
+}
+
+/// The opened plaintext as the response's field, moved rather than copied: the response then
+/// holds the only copy, which no handler outlives (tonic encodes and drops it; its buffers are
+/// beyond our reach). A copy would leave the original to be wiped and the copy not.
+pub(super) fn into_response(mut plaintext: Zeroizing<Vec<u8>>) -> Vec<u8> {
+    std::mem::take(&mut *plaintext)
 }
 
 /// At most the first 64 bytes of `text`, cut at a character boundary: key_ids come from etcd and
@@ -109,7 +119,20 @@ fn log_prefix(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::log_prefix;
+    use zeroize::Zeroizing;
+
+    use super::{into_response, log_prefix};
+
+    /// Regression: Decrypt copied the plaintext into the response (`to_vec`), so besides the
+    /// wiped original there was a second copy nobody wiped.
+    #[test]
+    fn a_decrypted_plaintext_moves_into_the_response_without_a_copy() {
+        let plaintext = Zeroizing::new(b"a data key".to_vec());
+        let at = plaintext.as_ptr();
+        let field = into_response(plaintext);
+        assert_eq!(field, b"a data key");
+        assert_eq!(field.as_ptr(), at, "the response holds a copy");
+    }
 
     #[test]
     fn logged_key_ids_are_cut_at_64_bytes_on_a_character_boundary() {

@@ -40,7 +40,7 @@ use crate::provider::ProviderError;
 /// The longest secret (client secret, password) read from a file or variable, in bytes.
 pub const MAX_SECRET_LEN: usize = 4096;
 /// The largest certificate file read.
-const MAX_CERTIFICATE_LEN: u64 = 256 * 1024;
+const MAX_CERTIFICATE_LEN: usize = 256 * 1024;
 /// Where AKS keeps its cloud-provider file.
 pub const DEFAULT_AZURE_JSON: &str = "/etc/kubernetes/azure.json";
 
@@ -715,7 +715,8 @@ fn from_azure_json(
 }
 
 /// Reads a secret from a file (one trailing newline ignored) or a variable. Errors name the
-/// source, never the contents.
+/// source, never the contents. A file is read into one buffer sized up front, which becomes the
+/// returned String: no reallocation or second copy leaves the secret behind in freed memory.
 pub fn read_secret(
     source: &SecretSource,
     env: &AzureEnv,
@@ -723,25 +724,28 @@ pub fn read_secret(
 ) -> Result<Zeroizing<String>, ProviderError> {
     let text = match source {
         SecretSource::File(path) => {
-            use std::io::Read;
             let file = std::fs::File::open(path).map_err(|error| {
                 misconfigured(format!("cannot open the {what} {source}: {error}"))
             })?;
-            let mut bytes = Zeroizing::new(Vec::new());
-            file.take(MAX_SECRET_LEN as u64 + 2)
-                .read_to_end(&mut bytes)
-                .map_err(|error| {
-                    misconfigured(format!("cannot read the {what} {source}: {error}"))
-                })?;
+            // Two bytes over the limit: room for a CRLF, and enough to tell a longer file.
+            let mut bytes = read_at_most(file, MAX_SECRET_LEN + 2).map_err(|error| {
+                misconfigured(format!("cannot read the {what} {source}: {error}"))
+            })?;
             let trimmed = bytes
                 .strip_suffix(b"\r\n")
                 .or_else(|| bytes.strip_suffix(b"\n"))
-                .unwrap_or(&bytes);
-            Zeroizing::new(
-                std::str::from_utf8(trimmed)
-                    .map_err(|_| misconfigured(format!("the {what} {source} is not UTF-8 text")))?
-                    .to_owned(),
-            )
+                .map_or(bytes.len(), <[u8]>::len);
+            bytes.truncate(trimmed);
+            // from_utf8 keeps the buffer; on failure the buffer comes back to be zeroized.
+            match String::from_utf8(std::mem::take(&mut *bytes)) {
+                Ok(text) => Zeroizing::new(text),
+                Err(error) => {
+                    drop(Zeroizing::new(error.into_bytes()));
+                    return Err(misconfigured(format!(
+                        "the {what} {source} is not UTF-8 text"
+                    )));
+                }
+            }
         }
         SecretSource::Env(name) => env
             .var_secret(name)
@@ -756,6 +760,24 @@ pub fn read_secret(
     Ok(text)
 }
 
+/// Reads at most `limit` bytes of `file` into a zeroizing buffer allocated once at that size and
+/// never grown (`read_to_end` would reallocate as it goes, leaving unwiped copies behind).
+fn read_at_most(mut file: std::fs::File, limit: usize) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    let mut buffer = Zeroizing::new(vec![0u8; limit]);
+    let mut filled = 0;
+    while filled < limit {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    buffer.truncate(filled);
+    Ok(buffer)
+}
+
 /// Loads a client certificate as the PKCS#12 bundle the SDK takes: a PFX file as it is
 /// (checked to open with `password`), or a PEM file with the certificate (and any chain) and
 /// its RSA private key, possibly encrypted with `password`, repacked in memory.
@@ -767,18 +789,14 @@ pub fn load_certificate(
     use openssl::pkey::PKey;
     use openssl::stack::Stack;
     use openssl::x509::X509;
-    use std::io::Read;
 
     let name = path.display();
     let file = std::fs::File::open(path).map_err(|error| {
         misconfigured(format!("cannot open client certificate {name}: {error}"))
     })?;
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(MAX_CERTIFICATE_LEN)
-        .read_to_end(&mut bytes)
-        .map_err(|error| {
-            misconfigured(format!("cannot read client certificate {name}: {error}"))
-        })?;
+    let bytes = read_at_most(file, MAX_CERTIFICATE_LEN).map_err(|error| {
+        misconfigured(format!("cannot read client certificate {name}: {error}"))
+    })?;
     let password = password.unwrap_or_default();
     if !bytes.windows(11).any(|window| window == b"-----BEGIN ") {
         let parsed = Pkcs12::from_der(&bytes)
@@ -872,6 +890,40 @@ mod tests {
             ResolvedAuth::ClientCertificate { .. } => "client-certificate",
             ResolvedAuth::AzureCli { .. } => "azure-cli",
         }
+    }
+
+    /// Regression: the file was read into a Vec that grew while reading (each reallocation left
+    /// an unwiped copy of what had been read so far) and was then copied once more into the
+    /// String returned. Now it is read into one buffer sized up front, which is the String
+    /// returned.
+    #[test]
+    fn read_secret_returns_the_file_trimmed_in_the_buffer_it_was_read_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = AzureEnv::from_pairs(&[]);
+        let read = |contents: &[u8]| {
+            let path = dir.path().join("secret");
+            std::fs::write(&path, contents).unwrap();
+            read_secret(&SecretSource::File(path), &env, "client secret")
+        };
+        let long = "x".repeat(MAX_SECRET_LEN);
+        for (contents, expected) in [
+            ("s3cret\n", "s3cret"),
+            ("s3cret\r\n", "s3cret"),
+            ("s3cret", "s3cret"),
+            ("two\n\n", "two\n"),
+            (" spaced ", " spaced "),
+            (long.as_str(), long.as_str()),
+        ] {
+            let secret = read(contents.as_bytes()).unwrap();
+            assert_eq!(secret.as_str(), expected, "{contents:?}");
+            assert_eq!(secret.capacity(), MAX_SECRET_LEN + 2, "{contents:?}");
+        }
+        for refused in [&b""[..], b"\n", &[b'x'; MAX_SECRET_LEN + 1], &[0xff, 0xfe]] {
+            assert!(read(refused).is_err(), "{} bytes", refused.len());
+        }
+        let large = format!("{}\n{}", "x".repeat(MAX_SECRET_LEN), "y".repeat(100_000));
+        let error = read(large.as_bytes()).unwrap_err().to_string();
+        assert!(!error.contains("xxx"), "{error}");
     }
 
     #[test]
