@@ -133,6 +133,9 @@ async fn run(cli: Cli, hardening: kube_kms::hardening::Report) -> anyhow::Result
             let config = Config::load(&args, &env)?;
             init_logging(&config);
             hardening.log();
+            for warning in config.warnings() {
+                tracing::warn!("insecure setting: {warning}");
+            }
             kube_kms::hardening::check_root(
                 kube_kms::hardening::effective_uid(),
                 config.refuse_root,
