@@ -13,7 +13,7 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 
-use grpc_uds::fuzzing::IndexingEncoder;
+use grpc_uds::fuzzing::{IndexingEncoder, frame};
 use kube_kms::envelope::Envelope;
 use kube_kms::envelope::kek::RotationPolicy;
 use kube_kms::ops::metrics::Metrics;
@@ -73,14 +73,6 @@ struct RawClient {
     decoder: loona_hpack::Decoder<'static>,
     next_stream_id: u32,
     sent: Vec<u8>,
-}
-
-fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len();
-    let mut bytes = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    bytes.extend_from_slice(&stream_id.to_be_bytes());
-    bytes.extend_from_slice(payload);
-    bytes
 }
 
 impl RawClient {

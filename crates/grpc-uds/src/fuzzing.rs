@@ -204,3 +204,12 @@ impl IndexingEncoder {
         out
     }
 }
+
+/// One HTTP/2 frame: the 9-byte header for `payload` (at most 2^24 - 1 bytes), then `payload`.
+pub fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut bytes = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    bytes.extend_from_slice(&stream_id.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}

@@ -2,21 +2,13 @@
 //! byte-for-byte, how the client's HPACK context is followed, and how bad input fails.
 
 use super::*;
-use crate::fuzzing::{IndexingEncoder, ServerView, server_view};
+use crate::fuzzing::{IndexingEncoder, ServerView, frame, server_view};
 use loona_hpack::Encoder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SOCKET: &[u8] = b"/var/run/kube-kms/kms.sock";
 const SETTINGS: &[u8] = &[0, 0, 6, 0x4, 0, 0, 0, 0, 0, 0, 0x3, 0, 0, 0, 100];
 const WINDOW_UPDATE: &[u8] = &[0, 0, 4, 0x8, 0, 0, 0, 0, 0, 0, 0x0f, 0, 1];
-
-fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len();
-    let mut bytes = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    bytes.extend_from_slice(&stream_id.to_be_bytes());
-    bytes.extend_from_slice(payload);
-    bytes
-}
 
 fn request(authority: &[u8]) -> Vec<(&'static [u8], &[u8])> {
     vec![
