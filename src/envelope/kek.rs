@@ -111,6 +111,32 @@ impl ActiveKek {
     }
 }
 
+/// What Encrypt may seal with: the active KEK, or — while the key service refuses the key —
+/// nothing. A revoked slot holds no KEK at all, so no Encrypt can seal while the key is
+/// revoked, whatever it raced with.
+#[derive(Clone)]
+pub enum ActiveSlot {
+    /// Encrypt seals with this KEK.
+    Serving(std::sync::Arc<ActiveKek>),
+    /// The key service refused the key; Status still names it.
+    Revoked {
+        /// The key version that was active when the key was refused.
+        key: KeyVersion,
+        /// Why, as the provider said it.
+        reason: String,
+    },
+}
+
+impl ActiveSlot {
+    /// The key version Status reports.
+    pub fn key(&self) -> &KeyVersion {
+        match self {
+            Self::Serving(active) => &active.key,
+            Self::Revoked { key, .. } => key,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

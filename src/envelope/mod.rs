@@ -31,7 +31,7 @@ use crate::provider::guard::REQUEST_DEADLINE;
 use crate::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use cache::{CacheStats, KekCache};
 use format::{FormatError, WrappedKekRef};
-use kek::{ActiveKek, Kek, RotationPolicy};
+use kek::{ActiveKek, ActiveSlot, Kek, RotationPolicy};
 
 /// Why an envelope operation failed.
 #[derive(Debug, Clone)]
@@ -154,20 +154,28 @@ pub struct EnvelopeSnapshot {
     pub rotations_spent: u64,
 }
 
+/// The active slot and its generation, changed together under one lock.
+struct Active {
+    /// Bumped by every change of `slot`: a rotation installs its fresh KEK only if the slot is
+    /// still the one it set out to replace (compare-and-swap), so a revocation that lands while
+    /// a wrap is in flight is never overwritten by the late KEK.
+    generation: u64,
+    slot: ActiveSlot,
+}
+
 /// The envelope: the active KEK, the cache of KEKs, and the provider behind them.
 pub struct Envelope {
     provider: Arc<dyn KeyProvider>,
     policy: RotationPolicy,
-    active: RwLock<Arc<ActiveKek>>,
+    active: RwLock<Active>,
     rotation: AsyncMutex<()>,
     cache: KekCache,
     refresh_state: Mutex<RefreshState>,
     rotations_key_changed: AtomicU64,
     rotations_spent: AtomicU64,
-    /// Set while the key service says the key may not be used; checked on every call.
+    /// Mirrors "the slot is revoked" for Decrypt's lock-free check; written only while the
+    /// slot's write lock is held. Encrypt never reads it: the slot itself has no KEK then.
     revoked: AtomicBool,
-    /// Why, while `revoked` is set.
-    revocation: Mutex<Option<String>>,
 }
 
 impl Envelope {
@@ -180,12 +188,16 @@ impl Envelope {
     ) -> Result<Self, EnvelopeError> {
         let key = provider.refresh().await?;
         let cache = KekCache::new(cache_capacity);
-        let active = new_active_kek(provider.as_ref(), &cache, key).await?;
+        let (active, wrapped) = new_active_kek(provider.as_ref(), key).await?;
+        cache.insert(active.key.version(), &wrapped, Arc::clone(&active.kek));
         let now = SystemTime::now();
         Ok(Self {
             provider,
             policy,
-            active: RwLock::new(active),
+            active: RwLock::new(Active {
+                generation: 0,
+                slot: ActiveSlot::Serving(active),
+            }),
             rotation: AsyncMutex::new(()),
             cache,
             refresh_state: Mutex::new(RefreshState {
@@ -196,14 +208,12 @@ impl Envelope {
             rotations_key_changed: AtomicU64::new(0),
             rotations_spent: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
-            revocation: Mutex::new(None),
         })
     }
 
     /// v2 Encrypt: seals `plaintext` with the active KEK.
     pub async fn encrypt(&self, plaintext: &[u8]) -> Result<Sealed, EnvelopeError> {
         format::check_plaintext(plaintext, format::MAX_V2_PLAINTEXT_LEN)?;
-        self.check_not_revoked()?;
         let active = self.active_for_encrypt().await?;
         let mut ciphertext = Vec::with_capacity(1 + crate::crypto::SEAL_OVERHEAD + plaintext.len());
         ciphertext.push(format::V2_CIPHERTEXT_FORMAT);
@@ -236,7 +246,6 @@ impl Envelope {
     /// v1 Encrypt: seals `plaintext` into a self-contained blob (v1 has no annotations).
     pub async fn encrypt_v1(&self, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
         format::check_plaintext(plaintext, format::MAX_V1_PLAINTEXT_LEN)?;
-        self.check_not_revoked()?;
         let active = self.active_for_encrypt().await?;
         let header = &active.v1_header;
         let mut blob =
@@ -258,7 +267,7 @@ impl Envelope {
     /// What Status reports: the active key_id, and "ok" unless the provider says the key is
     /// revoked. Makes no remote call.
     pub async fn health(&self) -> Health {
-        let key_id = self.active().key.key_id().to_owned();
+        let key_id = self.current_key().key_id().to_owned();
         if let Some(reason) = self.revocation() {
             return Health {
                 healthz: format!("key revoked: {reason}"),
@@ -277,10 +286,10 @@ impl Envelope {
         if !self.revoked.load(Ordering::Acquire) {
             return None;
         }
-        self.revocation
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        match &self.read_active().slot {
+            ActiveSlot::Revoked { reason, .. } => Some(reason.clone()),
+            ActiveSlot::Serving(_) => None,
+        }
     }
 
     fn check_not_revoked(&self) -> Result<(), EnvelopeError> {
@@ -291,26 +300,22 @@ impl Envelope {
     }
 
     /// The key service said the key may not be used: refuse every call from now on, drop every
-    /// cached KEK (each is zeroized when its last in-flight user finishes) and replace the
-    /// active KEK by one that was never wrapped and is never used.
+    /// cached KEK (each is zeroized when its last in-flight user finishes) and empty the active
+    /// slot, so no Encrypt can seal until a refresh finds the key usable and wraps a fresh KEK.
     fn revoke(&self, reason: &str) {
-        *self
-            .revocation
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason.to_owned());
-        let newly = !self.revoked.swap(true, Ordering::AcqRel);
-        self.cache.clear();
-        let key = self.active().key.clone();
-        if let Ok(placeholder) = SecretKey::generate() {
-            *self
-                .active
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(ActiveKek::new(
+        let newly = {
+            let mut active = self.write_active();
+            let key = active.slot.key().clone();
+            let newly = matches!(active.slot, ActiveSlot::Serving(_));
+            active.slot = ActiveSlot::Revoked {
                 key,
-                Arc::new(Kek::new(placeholder)),
-                b"revoked",
-            ));
-        }
+                reason: reason.to_owned(),
+            };
+            active.generation += 1;
+            self.revoked.store(true, Ordering::Release);
+            self.cache.clear();
+            newly
+        };
         if newly {
             tracing::error!(
                 provider = self.provider.kind(),
@@ -354,38 +359,45 @@ impl Envelope {
 
     async fn refresh_and_rotate_once(&self) -> Result<KeyVersion, EnvelopeError> {
         let key = self.provider.refresh().await?;
-        let active = self.active();
-        if self.revoked.load(Ordering::Acquire) {
-            // The key is usable again: a fresh KEK, then serve.
-            let reason = if active.key == key {
-                RotationReason::Spent
-            } else {
-                RotationReason::KeyChanged
-            };
-            self.rotate(&active, key, reason).await?;
-            self.revoked.store(false, Ordering::Release);
-            *self
-                .revocation
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-            tracing::info!(provider = self.provider.kind(), "key usable again: serving");
-        } else if active.key != key {
-            self.rotate(&active, key, RotationReason::KeyChanged)
-                .await?;
-        } else if active.nearly_spent(&self.policy) {
-            self.rotate(&active, key, RotationReason::Spent).await?;
+        let (generation, slot) = {
+            let active = self.read_active();
+            (active.generation, active.slot.clone())
+        };
+        match slot {
+            ActiveSlot::Revoked { key: revoked, .. } => {
+                // The key is usable again: a fresh KEK, then serve.
+                let reason = if revoked == key {
+                    RotationReason::Spent
+                } else {
+                    RotationReason::KeyChanged
+                };
+                if self.rotate(generation, key, reason).await? {
+                    tracing::info!(provider = self.provider.kind(), "key usable again: serving");
+                }
+            }
+            ActiveSlot::Serving(active) if active.key != key => {
+                self.rotate(generation, key, RotationReason::KeyChanged)
+                    .await?;
+            }
+            ActiveSlot::Serving(active) if active.nearly_spent(&self.policy) => {
+                self.rotate(generation, key, RotationReason::Spent).await?;
+            }
+            ActiveSlot::Serving(_) => {}
         }
-        Ok(self.active().key.clone())
+        Ok(self.current_key())
     }
 
     /// What the operations endpoints report. Makes no remote call.
     pub async fn snapshot(&self) -> EnvelopeSnapshot {
-        let active = self.active();
+        let slot = self.read_active().slot.clone();
         EnvelopeSnapshot {
-            key: active.key.clone(),
+            key: slot.key().clone(),
             provider: self.provider.kind(),
             provider_health: self.provider.health().await,
-            active_kek_encryptions: active.encryptions(),
+            active_kek_encryptions: match &slot {
+                ActiveSlot::Serving(active) => active.encryptions(),
+                ActiveSlot::Revoked { .. } => 0,
+            },
             refresh: self
                 .refresh_state
                 .lock()
@@ -400,7 +412,7 @@ impl Envelope {
 
     /// The active key version (what Status and Encrypt report).
     pub fn current_key(&self) -> KeyVersion {
-        self.active().key.clone()
+        self.read_active().slot.key().clone()
     }
 
     /// The provider's kind, for logs.
@@ -413,31 +425,48 @@ impl Envelope {
         self.cache.stats()
     }
 
-    fn active(&self) -> Arc<ActiveKek> {
+    fn read_active(&self) -> std::sync::RwLockReadGuard<'_, Active> {
         self.active
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
     }
 
+    fn write_active(&self) -> std::sync::RwLockWriteGuard<'_, Active> {
+        self.active
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A use of the active KEK for one Encrypt, replacing the KEK when it is spent. Refused
+    /// while the slot is revoked: there is no KEK to seal with then, by construction.
     async fn active_for_encrypt(&self) -> Result<Arc<ActiveKek>, EnvelopeError> {
-        let mut active = self.active();
         // Each round either takes a use of the active KEK or replaces it once it is spent.
         // Callers that waited for a rotation may find the fresh KEK spent by the others already
         // (a small budget under concurrent Encrypts): they rotate again rather than fail. Every
         // round lets at least one Encrypt through, so the loop ends.
         for _ in 0..MAX_ROTATIONS_PER_ENCRYPT {
+            let (generation, active) = {
+                let active = self.read_active();
+                match &active.slot {
+                    ActiveSlot::Serving(kek) => (active.generation, Arc::clone(kek)),
+                    ActiveSlot::Revoked { reason, .. } => {
+                        return Err(ProviderError::Revoked {
+                            reason: reason.clone(),
+                        }
+                        .into());
+                    }
+                }
+            };
             if active.try_use(&self.policy) {
                 return Ok(active);
             }
             let key = active.key.clone();
-            if let Err(error) = self.rotate(&active, key, RotationReason::Spent).await {
+            if let Err(error) = self.rotate(generation, key, RotationReason::Spent).await {
                 if let EnvelopeError::Provider(ProviderError::Revoked { reason }) = &error {
                     self.revoke(reason);
                 }
                 return Err(error);
             }
-            active = self.active();
         }
         Err(ProviderError::Misconfigured {
             reason: format!(
@@ -448,24 +477,41 @@ impl Envelope {
         .into())
     }
 
-    /// Replaces `replaced` with a fresh KEK wrapped under `key`, unless another caller already
-    /// replaced it while this one waited.
+    /// Replaces the active slot of `generation` with a fresh KEK wrapped under `key`, unless the
+    /// slot changed meanwhile: another caller rotated it while this one waited for the rotation
+    /// lock, or a revocation (which never waits for that lock) landed while the wrap was in
+    /// flight. Returns whether the fresh KEK was installed; a KEK that was not is dropped unused
+    /// and never cached.
     async fn rotate(
         &self,
-        replaced: &Arc<ActiveKek>,
+        generation: u64,
         key: KeyVersion,
         reason: RotationReason,
-    ) -> Result<(), EnvelopeError> {
+    ) -> Result<bool, EnvelopeError> {
         let _one_rotation_at_a_time = self.rotation.lock().await;
-        if !Arc::ptr_eq(&self.active(), replaced) {
-            return Ok(());
+        if self.read_active().generation != generation {
+            return Ok(false);
         }
-        let fresh = new_active_kek(self.provider.as_ref(), &self.cache, key).await?;
+        let (fresh, wrapped) = new_active_kek(self.provider.as_ref(), key).await?;
+        let replaced = {
+            let mut active = self.write_active();
+            if active.generation != generation {
+                return Ok(false);
+            }
+            self.cache
+                .insert(fresh.key.version(), &wrapped, Arc::clone(&fresh.kek));
+            active.generation += 1;
+            self.revoked.store(false, Ordering::Release);
+            std::mem::replace(&mut active.slot, ActiveSlot::Serving(Arc::clone(&fresh)))
+        };
         tracing::info!(
             provider = self.provider.kind(),
-            old_key_id = replaced.key.key_id(),
+            old_key_id = replaced.key().key_id(),
             new_key_id = fresh.key.key_id(),
-            old_kek_encryptions = replaced.encryptions(),
+            old_kek_encryptions = match &replaced {
+                ActiveSlot::Serving(old) => old.encryptions(),
+                ActiveSlot::Revoked { .. } => 0,
+            },
             ?reason,
             "rotated the local KEK"
         );
@@ -474,11 +520,7 @@ impl Envelope {
             RotationReason::Spent => &self.rotations_spent,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        *self
-            .active
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
-        Ok(())
+        Ok(true)
     }
 
     /// The KEK `wrapped` names, from the cache or unwrapped once. Refused while the key is
@@ -510,11 +552,12 @@ impl Envelope {
     }
 }
 
+/// A fresh KEK from the OS CSPRNG wrapped under `key`, with its wrapped form for the cache.
+/// Not yet active nor cached: the caller installs both at once.
 async fn new_active_kek(
     provider: &dyn KeyProvider,
-    cache: &KekCache,
     key: KeyVersion,
-) -> Result<Arc<ActiveKek>, EnvelopeError> {
+) -> Result<(Arc<ActiveKek>, Vec<u8>), EnvelopeError> {
     let secret = SecretKey::generate()?;
     let wrapped = provider.wrap(&key, &secret).await?;
     if wrapped.is_empty() || wrapped.len() > format::MAX_WRAPPED_KEK_LEN {
@@ -530,6 +573,5 @@ async fn new_active_kek(
         .into());
     }
     let active = ActiveKek::new(key, Arc::new(Kek::new(secret)), &wrapped);
-    cache.insert(active.key.version(), &wrapped, Arc::clone(&active.kek));
-    Ok(Arc::new(active))
+    Ok((Arc::new(active), wrapped))
 }

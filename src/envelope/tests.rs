@@ -207,3 +207,97 @@ async fn a_refused_decrypt_makes_no_unwrap_and_caches_nothing() {
     assert_eq!(provider.unwraps.load(Ordering::SeqCst), 0, "no unwrap");
     assert_eq!(envelope.snapshot().await.cached_keks, 0, "nothing cached");
 }
+
+/// Regression: when a spent KEK's rotation was refused as revoked, the Encrypts queued behind
+/// that rotation sealed under a placeholder KEK that was never wrapped (annotation `revoked`):
+/// they returned OK with ciphertext nobody can ever decrypt. Every Encrypt that returns OK,
+/// however it interleaves with revocations and recoveries, must decrypt — here and in a fresh
+/// plugin over the same key ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_encrypt_that_succeeds_across_revocations_decrypts() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("keys");
+    let provider = Arc::new(Revocable {
+        ring: LocalKeyRing::open_or_create(&dir).unwrap(),
+        revoked: Mutex::new(None),
+    });
+    // Every Encrypt needs a fresh KEK, so every Encrypt meets the wrap.
+    let policy = RotationPolicy {
+        max_encryptions: 1,
+        max_age: std::time::Duration::from_secs(3600),
+    };
+    let envelope = Arc::new(
+        Envelope::start(provider.clone(), policy, NonZeroUsize::new(4096).unwrap())
+            .await
+            .unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client in 0..32u32 {
+        let envelope = Arc::clone(&envelope);
+        let stop = Arc::clone(&stop);
+        clients.push(tokio::spawn(async move {
+            let (mut v2, mut v1) = (Vec::new(), Vec::new());
+            let mut request = 0u32;
+            while !stop.load(Ordering::Acquire) {
+                request += 1;
+                let plaintext = format!("{client}/{request}").into_bytes();
+                if request.is_multiple_of(2) {
+                    if let Ok(sealed) = envelope.encrypt(&plaintext).await {
+                        v2.push((plaintext, sealed));
+                    }
+                } else if let Ok(blob) = envelope.encrypt_v1(&plaintext).await {
+                    v1.push((plaintext, blob));
+                }
+                tokio::task::yield_now().await;
+            }
+            (v2, v1)
+        }));
+    }
+    for round in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        *provider.revoked.lock().unwrap() = Some(format!("key disabled (round {round})"));
+        let _ = envelope.refresh().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        *provider.revoked.lock().unwrap() = None;
+        envelope.refresh().await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    stop.store(true, Ordering::Release);
+    let (mut v2, mut v1) = (Vec::new(), Vec::new());
+    for client in clients {
+        let (sealed, blobs) = client.await.unwrap();
+        v2.extend(sealed);
+        v1.extend(blobs);
+    }
+    assert!(
+        v2.len() > 100 && v1.len() > 100,
+        "the clients encrypted throughout: {} v2, {} v1",
+        v2.len(),
+        v1.len()
+    );
+
+    let fresh = Envelope::start(
+        Arc::new(LocalKeyRing::open_or_create(&dir).unwrap()),
+        RotationPolicy::DEFAULT,
+        NonZeroUsize::new(8).unwrap(),
+    )
+    .await
+    .unwrap();
+    for plugin in [envelope.as_ref(), &fresh] {
+        for (plaintext, sealed) in &v2 {
+            let opened = plugin
+                .decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations)
+                .await
+                .unwrap_or_else(|error| panic!("a v2 Encrypt that returned OK: {error}"));
+            assert_eq!(opened.as_slice(), plaintext.as_slice());
+        }
+        for (plaintext, blob) in &v1 {
+            let opened = plugin
+                .decrypt_v1(blob)
+                .await
+                .unwrap_or_else(|error| panic!("a v1 Encrypt that returned OK: {error}"));
+            assert_eq!(opened.as_slice(), plaintext.as_slice());
+        }
+    }
+}
