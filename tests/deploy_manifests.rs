@@ -394,7 +394,7 @@ fn every_released_image_is_built_the_same_way() {
         );
         let entrypoint: Vec<String> = serde_json::from_str(runtime.one("ENTRYPOINT"))
             .unwrap_or_else(|e| panic!("{file}: ENTRYPOINT in exec form: {e}"));
-        assert_eq!(entrypoint, [release.binary.clone()], "{file}");
+        assert_eq!(entrypoint, std::slice::from_ref(&release.binary), "{file}");
         let (uid, gid) = numeric_user(runtime.one("USER"));
         assert!(uid != 0 && gid != 0, "{file}: runs as root");
         for label in [
