@@ -1,4 +1,4 @@
-//! The fault matrix of issue 4: the real `kube-kms serve` binary (Guarded → Instrumented →
+//! The fault matrix: the real `kube-kms serve` binary (Guarded → Instrumented →
 //! Chain → Azure, exactly as in production) against the Key Vault emulator, one row per fault.
 //! For every row the test asserts what the socket returns for Encrypt, for a Decrypt of a cached
 //! KEK and for a Decrypt that needs an unwrap (a ciphertext written by another plugin instance on

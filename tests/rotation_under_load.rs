@@ -1,4 +1,4 @@
-//! Rotation under load (issue 4): 64 concurrent clients encrypt and decrypt continuously through
+//! Rotation under load: 64 concurrent clients encrypt and decrypt continuously through
 //! the real `kube-kms serve` binary while the key is rotated three times in the Key Vault
 //! emulator (`key_version: latest`), then pinned by editing the config file, rotated in the vault
 //! once more (the pinned plugin stays put) and re-pinned to the new version by another edit.

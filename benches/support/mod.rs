@@ -43,7 +43,7 @@ use kube_kms::server::{self, socket};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-/// The remote latency the issue specifies for cold start and per-call-remote: 20 ms per call.
+/// The simulated remote latency of the cold-start and per-call-remote benches: 20 ms per call.
 pub const REMOTE_LATENCY: Duration = Duration::from_millis(20);
 
 /// A fresh, short temporary directory (socket paths are limited to 107 bytes).
