@@ -6,7 +6,10 @@
 //! N is the current version. Each file is `KKMS-LK1` ‖ 16-byte random id ‖ 32-byte key. The
 //! key_id of a version is the lowercase hex SHA-256 of a label, the version number and the
 //! random id, so a key ring recreated from scratch never repeats a key_id. A wrapped KEK is
-//! `nonce ‖ AES-256-GCM(root key, KEK) ‖ tag` with the version bound as associated data.
+//! `nonce ‖ AES-256-GCM(root key, KEK) ‖ tag` with the version bound as associated data. The
+//! file `newest-version` records the highest version the ring ever had: a removed current key
+//! file then stops the plugin (also across restarts) instead of making an older key_id current
+//! again, and a version number is never written twice.
 //!
 //! This module never writes a key file over another one and never loosens a permission.
 
@@ -30,6 +33,8 @@ const ID_LEN: usize = 16;
 const FILE_LEN: usize = FILE_MAGIC.len() + ID_LEN + KEY_LEN;
 const KEY_ID_LABEL: &[u8] = b"kube-kms/local-key/v1\0";
 const WRAP_AAD_LABEL: &[u8] = b"kube-kms/local-wrap/v1\0";
+/// Holds the highest version the key ring ever had, in decimal.
+const NEWEST_FILE: &str = "newest-version";
 
 /// One version as `kube-kms keys list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,9 +115,12 @@ impl LocalKeyRing {
                 ),
             })?;
         let newest = keys.keys().next_back().copied().unwrap_or(0);
-        if let Some(previous) = self.snapshot().keys().next_back().filter(|v| **v > newest) {
+        let recorded = read_newest_mark(&self.dir)?;
+        let loaded = self.snapshot().keys().next_back().copied();
+        if let Some(previous) = recorded.max(loaded).filter(|v| *v > newest) {
             // A key_id never flips back: a removed current version is an operator's mistake
-            // (or a revocation the local provider does not model), not a rotation.
+            // (or a revocation the local provider does not model), not a rotation. The mark
+            // on disk catches it across restarts, the loaded ring if the mark went too.
             return Err(ProviderError::Misconfigured {
                 reason: format!(
                     "key version {previous} disappeared from {}; kube-kms never returns to an \
@@ -120,6 +128,10 @@ impl LocalKeyRing {
                     self.dir.display()
                 ),
             });
+        }
+        if recorded.is_none_or(|recorded| recorded < newest) {
+            // A ring written before the mark existed, or a key file copied in by hand.
+            raise_newest_mark(&self.dir, newest)?;
         }
         *self
             .keys
@@ -335,7 +347,10 @@ fn read_key_file(path: &Path) -> Result<([u8; ID_LEN], SecretKey), ProviderError
 /// written to a temporary file, synced, then hard-linked to its final name (which fails if
 /// another writer got there first).
 fn write_next_key(dir: &Path) -> Result<u32, ProviderError> {
-    let next = scan(dir)?.keys().next_back().map_or(1, |last| last + 1);
+    let present = scan(dir)?.keys().next_back().copied();
+    let next = present
+        .max(read_newest_mark(dir)?)
+        .map_or(1, |last| last + 1);
     let key = SecretKey::generate()?;
     let mut id = [0u8; ID_LEN];
     fill_random(&mut id)?;
@@ -358,10 +373,57 @@ fn write_next_key(dir: &Path) -> Result<u32, ProviderError> {
         .and_then(|()| fs::hard_link(&temporary, &final_path));
     let _ = fs::remove_file(&temporary);
     written.map_err(|e| io_error("write key file", &final_path, e))?;
+    raise_newest_mark(dir, next)?;
     if let Ok(directory) = fs::File::open(dir) {
         let _ = directory.sync_all();
     }
     Ok(next)
+}
+
+/// The highest version the key ring records having had, if it records one.
+fn read_newest_mark(dir: &Path) -> Result<Option<u32>, ProviderError> {
+    let path = dir.join(NEWEST_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            parse_version(text.trim())
+                .map(Some)
+                .ok_or_else(|| ProviderError::Misconfigured {
+                    reason: format!(
+                        "{} holds {:?}, not a key version number; restore it or write the highest \
+                     version the ring ever had",
+                        path.display(),
+                        text.trim()
+                    ),
+                })
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error("read", &path, error)),
+    }
+}
+
+/// Records `version` as the highest the ring ever had, unless a higher one is recorded: written
+/// to a temporary file and renamed over the old mark, so a reader sees one whole number.
+fn raise_newest_mark(dir: &Path, version: u32) -> Result<(), ProviderError> {
+    if read_newest_mark(dir)?.is_some_and(|recorded| recorded >= version) {
+        return Ok(());
+    }
+    let path = dir.join(NEWEST_FILE);
+    let temporary = dir.join(format!(".{NEWEST_FILE}.{}.tmp", std::process::id()));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut file| {
+            writeln!(file, "{version}")?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&temporary, &path));
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    written.map_err(|e| io_error("write", &path, e))
 }
 
 #[cfg(test)]
@@ -429,8 +491,55 @@ mod tests {
         let error = provider.refresh().await.unwrap_err().to_string();
         assert!(error.contains("key version 2 disappeared"), "{error}");
         assert_eq!(provider.current_key().await.unwrap(), v2);
+        let v3 = LocalKeyRing::rotate(&dir).unwrap();
+        assert_eq!(v3.version, 3, "a version number is never written twice");
+        let current = provider.refresh().await.unwrap();
+        assert_eq!(current.version(), "3");
+        assert_ne!(current.key_id(), v2.key_id());
+    }
+
+    /// Regression: the loaded ring alone guarded against a flip-back, so a restart after the
+    /// current key file was removed served the previous version's key_id again.
+    #[tokio::test]
+    async fn a_restart_after_the_current_version_was_removed_never_flips_the_key_id_back() {
+        let (_temp, dir) = ring();
+        let v1 = LocalKeyRing::open_or_create(&dir)
+            .unwrap()
+            .current_key()
+            .await
+            .unwrap();
+        let v2 = LocalKeyRing::rotate(&dir).unwrap();
+        fs::remove_file(dir.join("v2.key")).unwrap();
+        let error = LocalKeyRing::open_or_create(&dir)
+            .err()
+            .expect("a restart refuses the older version")
+            .to_string();
+        assert!(error.contains("key version 2 disappeared"), "{error}");
+        let v3 = LocalKeyRing::rotate(&dir).unwrap();
+        let current = LocalKeyRing::open_or_create(&dir)
+            .unwrap()
+            .current_key()
+            .await
+            .unwrap();
+        assert_eq!(current.version(), "3");
+        assert!(current.key_id() != v1.key_id() && current.key_id() != v2.key_id);
+        assert_eq!(current.key_id(), v3.key_id);
+    }
+
+    #[test]
+    fn a_ring_written_before_the_mark_gets_one_on_open() {
+        let (_temp, dir) = ring();
+        LocalKeyRing::open_or_create(&dir).unwrap();
         LocalKeyRing::rotate(&dir).unwrap();
-        assert_eq!(provider.refresh().await.unwrap().version(), "2");
+        fs::remove_file(dir.join(NEWEST_FILE)).unwrap();
+        LocalKeyRing::open_or_create(&dir).unwrap();
+        assert_eq!(read_newest_mark(&dir).unwrap(), Some(2));
+        fs::write(dir.join(NEWEST_FILE), "two\n").unwrap();
+        let error = LocalKeyRing::open_or_create(&dir)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("not a key version number"), "{error}");
     }
 
     #[test]
