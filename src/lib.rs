@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod daemon;
 pub mod envelope;
 pub mod hardening;
 pub mod ops;

@@ -3,26 +3,16 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 
 use kube_kms::config::{Config, ConfigArgs, DefaultsEnv, LogFormat, ProviderConfig};
-use kube_kms::envelope::{Envelope, EnvelopeError};
-use kube_kms::ops::{self, metrics::Metrics};
-use kube_kms::provider::azure::{AzureKeyVaultProvider, auth::AzureEnv};
-use kube_kms::provider::chain::Chain;
-use kube_kms::provider::guard::Guarded;
-use kube_kms::provider::instrumented::Instrumented;
+use kube_kms::daemon::{Daemon, Reload};
 use kube_kms::provider::local::{self, LocalKeyRing};
-use kube_kms::provider::pkcs11::{self, NewKeyType, Pkcs11Config, Pkcs11Provider};
-use kube_kms::provider::{KeyProvider, ProviderError};
-use kube_kms::server::{self, refresher, socket};
+use kube_kms::provider::pkcs11::{self, NewKeyType, Pkcs11Config};
 
 /// kube-kms: a KMS v2 plugin for kube-apiserver.
 ///
@@ -242,243 +232,23 @@ async fn pkcs11_keys(action: &KeysAction, config: &Pkcs11Config) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs the plugin until SIGTERM or SIGINT, printing the EncryptionConfiguration once the
+/// socket is up.
 async fn serve(config: Config, args: ConfigArgs) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let target = Arc::new(ops::Target::default());
-    target.starting("reading the key provider's current key");
-
-    let (stop, stopping) = watch::channel(false);
-    let stopped = move || {
-        let mut stopping = stopping.clone();
-        async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        }
-    };
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop.send(true);
-    });
-    if let Some(address) = config.health_address {
-        let ops_listener = TcpListener::bind(address).await.with_context(|| {
-            format!(
-                "cannot listen on health_address {address} for /healthz, /readyz and /metrics; \
-                 choose another with --health-address, or \"off\""
-            )
-        })?;
-        tracing::info!(address = %ops_listener.local_addr()?, "serving /healthz, /readyz and /metrics");
-        let ops = ops::serve(
-            ops_listener,
-            Arc::clone(&target),
-            Arc::clone(&metrics),
-            stopped(),
-        );
-        tokio::spawn(async move {
-            if let Err(error) = ops.await {
-                tracing::error!(%error, "the operations endpoints stopped");
-            }
-        });
-    }
-
-    // Guarded (deadlines, breaker, unwrap slots) → Instrumented (metrics of real remote calls)
-    // → Chain (the configured provider, then earlier ones kept decrypt-only after a reload).
-    let chain = Arc::new(Chain::new(open_provider(&config.provider).await?));
-    let instrumented = Instrumented::new(chain.clone(), Arc::clone(&metrics));
-    let provider: Arc<dyn KeyProvider> =
-        Arc::new(Guarded::new(Arc::new(instrumented), config.guard));
-    let Some(envelope) = start_envelope(provider, &config, &target, stopped()).await? else {
-        tracing::info!("stopped before the key provider could be reached");
+    let Some(daemon) =
+        Daemon::start(config, Reload::FromArgs(Box::new(args)), shutdown_signal()).await?
+    else {
         return Ok(());
     };
-    let envelope = Arc::new(envelope);
-    target.start(Arc::clone(&envelope));
-
-    let (listener, bound) =
-        socket::bind_with_group(&config.socket, config.socket_mode, config.socket_group)?;
-    let key = envelope.current_key();
-    tracing::info!(
-        socket = %bound.path().display(),
-        provider = envelope.provider_kind(),
-        key_id = key.key_id(),
-        "serving KMS v2 and v1beta1"
-    );
     // stdout may be a pipe nobody reads any more; the snippet is a courtesy, not worth a crash.
     let _ = writeln!(
         std::io::stdout(),
         "{}",
-        encryption_configuration(bound.path())
+        encryption_configuration(daemon.socket())
     );
-
-    let trigger = refresher::RefreshTrigger::default();
-    let refresh = tokio::spawn(refresher::run(
-        Arc::clone(&envelope),
-        config.refresh_interval,
-        trigger.clone(),
-    ));
-    let reloader = Arc::new(Reloader {
-        args,
-        config: tokio::sync::Mutex::new(config),
-        chain,
-        envelope: Arc::clone(&envelope),
-    });
-    let mut hangup = signal(SignalKind::hangup())?;
-    let on_hangup = Arc::clone(&reloader);
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the configuration and refreshing the key");
-            on_hangup.reload().await;
-            trigger.fire();
-        }
-    });
-    tokio::spawn(reloader.watch_file());
-
-    server::serve(listener, envelope, metrics, stopped()).await?;
-    refresh.abort();
-    drop(bound);
-    tracing::info!("stopped; socket removed");
+    daemon.wait().await?;
     Ok(())
 }
-
-/// Opens the configured key provider.
-async fn open_provider(config: &ProviderConfig) -> anyhow::Result<Arc<dyn KeyProvider>> {
-    Ok(match config {
-        ProviderConfig::Local { key_dir } => {
-            tracing::warn!(
-                key_dir = %key_dir.display(),
-                "using the local key provider: the root key is a file on this host; \
-                 for development and tests only"
-            );
-            Arc::new(LocalKeyRing::open_or_create(key_dir)?)
-        }
-        ProviderConfig::Pkcs11(pkcs11) => Arc::new(
-            Pkcs11Provider::open(pkcs11.clone())
-                .await
-                .with_context(|| format!("cannot use PKCS#11 key {:?}", pkcs11.key_label))?,
-        ),
-        // Credentials are read here; the key is read and checked by the first refresh, which
-        // says exactly what is wrong with it.
-        ProviderConfig::Azure(azure) => Arc::new(
-            AzureKeyVaultProvider::new_with_env((**azure).clone(), &AzureEnv::process())
-                .with_context(|| format!("cannot use Azure {}", azure.key))?,
-        ),
-    })
-}
-
-/// Makes the first KEK, retrying while the key service is unreachable, throttling or says the
-/// key may not be used (it may be re-enabled), until `stopped` fires. The socket opens only
-/// after this returns an envelope: kube-kms never serves Encrypt without a wrapped KEK.
-async fn start_envelope(
-    provider: Arc<dyn KeyProvider>,
-    config: &Config,
-    target: &ops::Target,
-    stopped: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<Option<Envelope>> {
-    tokio::pin!(stopped);
-    let mut wait = Duration::from_secs(1);
-    loop {
-        match Envelope::start(Arc::clone(&provider), config.rotation, config.cache_size).await {
-            Ok(envelope) => return Ok(Some(envelope)),
-            Err(EnvelopeError::Provider(
-                error @ (ProviderError::Unavailable { .. }
-                | ProviderError::Throttled { .. }
-                | ProviderError::Revoked { .. }),
-            )) => {
-                tracing::warn!(%error, retry_in = ?wait, "cannot make a first KEK yet; the socket opens once it can");
-                target.starting(format!("waiting for the key provider: {error}"));
-            }
-            Err(error) => {
-                return Err(error).context("cannot make a first KEK with the key provider");
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = &mut stopped => return Ok(None),
-        }
-        wait = (wait * 2).min(Duration::from_secs(30));
-    }
-}
-
-/// Re-reads the configuration on SIGHUP or when the config file changes. A new provider
-/// configuration (another key, a pinned version, another vault or token) takes effect without a
-/// restart; the previous provider stays decrypt-only. A bad new configuration is refused and
-/// the running one keeps serving.
-struct Reloader {
-    args: ConfigArgs,
-    config: tokio::sync::Mutex<Config>,
-    chain: Arc<Chain>,
-    envelope: Arc<Envelope>,
-}
-
-impl Reloader {
-    async fn reload(&self) {
-        let next = match Config::load(&self.args, &DefaultsEnv::from_process()) {
-            Ok(next) => next,
-            Err(error) => {
-                tracing::error!(%error, "new configuration refused; still serving with the previous one");
-                return;
-            }
-        };
-        let mut current = self.config.lock().await;
-        if next.provider != current.provider {
-            match open_provider(&next.provider).await {
-                Ok(provider) => {
-                    self.chain.replace(provider);
-                    tracing::info!(
-                        decrypt_only_providers = self.chain.len() - 1,
-                        "new key provider configuration: new KEKs use it, earlier keys stay decrypt-only"
-                    );
-                    if let Err(error) = self.envelope.refresh().await {
-                        tracing::warn!(%error, "first refresh with the new key provider failed; retrying on the refresh interval");
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(error = %format!("{error:#}"), "new key provider refused; still serving with the previous one");
-                    return;
-                }
-            }
-        }
-        let restart_needed = next.socket != current.socket
-            || next.socket_mode != current.socket_mode
-            || next.socket_group != current.socket_group
-            || next.refuse_root != current.refuse_root
-            || next.health_address != current.health_address
-            || next.refresh_interval != current.refresh_interval
-            || next.rotation != current.rotation
-            || next.cache_size != current.cache_size
-            || next.guard != current.guard;
-        if restart_needed {
-            tracing::warn!(
-                "configuration changes other than the key provider take effect at the next restart"
-            );
-        }
-        *current = next;
-    }
-
-    /// Polls the config file (if there is one) and reloads when it changes.
-    async fn watch_file(self: Arc<Self>) {
-        let Some(path) = self.args.config.clone() else {
-            return;
-        };
-        let stamp = |path: &std::path::Path| {
-            std::fs::metadata(path)
-                .ok()
-                .map(|meta| (meta.modified().ok(), meta.len()))
-        };
-        let mut last = stamp(&path);
-        let mut ticks = tokio::time::interval(CONFIG_POLL_INTERVAL);
-        loop {
-            ticks.tick().await;
-            let now = stamp(&path);
-            if now != last {
-                last = now;
-                tracing::info!(file = %path.display(), "config file changed; reloading");
-                self.reload().await;
-            }
-        }
-    }
-}
-
-/// How often the config file is checked for changes.
-const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 async fn shutdown_signal() {
     let mut terminate = match signal(SignalKind::terminate()) {
