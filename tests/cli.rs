@@ -3,12 +3,11 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-kms");
+use util::{BIN, ServedBinary};
 
 /// A command with a clean environment: HOME and XDG_RUNTIME_DIR in `root`, no KUBE_KMS_*.
 fn kube_kms(root: &Path) -> Command {
@@ -23,59 +22,19 @@ fn kube_kms(root: &Path) -> Command {
     command
 }
 
-/// A running `kube-kms serve`, killed if the test panics.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts `serve` with `args` in a clean environment; returns it and the endpoint its
+/// EncryptionConfiguration names.
+fn start_serve(root: &Path, args: &[&str]) -> (ServedBinary, String) {
+    let mut command = kube_kms(root);
+    command.arg("serve").args(args);
+    start_command(command, root)
 }
 
-impl Server {
-    /// Starts `serve` and reads stdout until the EncryptionConfiguration's endpoint line.
-    fn start(root: &Path, args: &[&str]) -> (Self, String) {
-        let mut child = kube_kms(root)
-            .arg("serve")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("kube-kms starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let server = Self(child);
-        let mut endpoint = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("stdout is text");
-            if let Some(found) = line.trim().strip_prefix("endpoint: ") {
-                endpoint = Some(found.to_owned());
-                break;
-            }
-        }
-        (
-            server,
-            endpoint.expect("serve prints the EncryptionConfiguration endpoint"),
-        )
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.0.id().to_string()])
-            .status();
-        assert!(status.expect("kill runs").success());
-    }
-
-    fn wait_for_exit(mut self, deadline: Duration) -> std::process::ExitStatus {
-        let give_up = Instant::now() + deadline;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("wait works") {
-                return status;
-            }
-            assert!(Instant::now() < give_up, "the plugin did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+/// Starts `command` and waits for it to serve; returns it and the endpoint it printed.
+fn start_command(command: Command, root: &Path) -> (ServedBinary, String) {
+    let server = ServedBinary::start(command, &root.join("serve.log"));
+    let endpoint = format!("unix://{}", server.socket.display());
+    (server, endpoint)
 }
 
 fn run(root: &Path, args: &[&str]) -> Output {
@@ -89,7 +48,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn serve_with_no_arguments_works_and_probe_round_trips() {
     let root = util::short_tempdir();
-    let (server, endpoint) = Server::start(root.path(), &[]);
+    let (mut server, endpoint) = start_serve(root.path(), &[]);
     let socket: PathBuf = root.path().join("run/kube-kms/kms.sock");
     assert_eq!(endpoint, format!("unix://{}", socket.display()));
     assert!(
@@ -119,7 +78,7 @@ fn serve_with_no_arguments_works_and_probe_round_trips() {
 #[test]
 fn keys_rotate_then_sighup_moves_the_plugin_to_the_new_key_id() {
     let root = util::short_tempdir();
-    let (server, _endpoint) = Server::start(root.path(), &["--refresh-interval", "1h"]);
+    let (server, _endpoint) = start_serve(root.path(), &["--refresh-interval", "1h"]);
     let before = text(&run(root.path(), &["probe"]).stdout);
 
     let rotated = run(root.path(), &["keys", "rotate"]);
@@ -238,7 +197,7 @@ fn a_flag_overrides_the_environment_which_overrides_the_file() {
     with_env
         .args(["serve", "--config", config.to_str().unwrap()])
         .env("KUBE_KMS_SOCKET", &env_socket);
-    let (server, endpoint) = start_command(with_env);
+    let (server, endpoint) = start_command(with_env, root.path());
     assert_eq!(endpoint, format!("unix://{env_socket}"));
     drop(server);
 
@@ -252,37 +211,14 @@ fn a_flag_overrides_the_environment_which_overrides_the_file() {
             &flag_socket,
         ])
         .env("KUBE_KMS_SOCKET", &env_socket);
-    let (server, endpoint) = start_command(with_flag);
+    let (server, endpoint) = start_command(with_flag, root.path());
     assert_eq!(endpoint, format!("unix://{flag_socket}"));
     drop(server);
 
-    let (server, endpoint) = Server::start(root.path(), &["--config", config.to_str().unwrap()]);
+    let (server, endpoint) = start_serve(root.path(), &["--config", config.to_str().unwrap()]);
     assert_eq!(
         endpoint,
         format!("unix://{}/file.sock", root.path().display())
     );
     drop(server);
-}
-
-fn start_command(mut command: Command) -> (Server, String) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("kube-kms starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let server = Server(child);
-    (server, read_endpoint(stdout))
-}
-
-/// Reads the EncryptionConfiguration's endpoint from `serve`'s stdout, then keeps draining
-/// stdout in the background so the plugin never writes to a closed pipe.
-fn read_endpoint(stdout: std::process::ChildStdout) -> String {
-    let mut lines = BufReader::new(stdout).lines();
-    let endpoint = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| line.trim().strip_prefix("endpoint: ").map(str::to_owned))
-        .expect("serve prints the EncryptionConfiguration endpoint");
-    std::thread::spawn(move || lines.for_each(drop));
-    endpoint
 }

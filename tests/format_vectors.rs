@@ -7,6 +7,8 @@
 //! Never writes outside its temporary directories, and never sleeps to wait for the plugin: the
 //! binary is ready when it has printed its EncryptionConfiguration.
 
+mod util;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -31,6 +33,7 @@ use kube_kms::proto::v2::{DecryptRequest, DecryptResponse};
 use kube_kms::provider::local::{self, LocalKeyRing};
 use kube_kms::provider::{self as provider, KeyProvider, ProviderError};
 use kube_kms::server::{self, errors::to_status};
+use util::ServedBinary;
 
 /// The document under test, compiled in so that editing it re-runs these checks.
 const DOC: &str = include_str!("../docs/format.md");
@@ -304,63 +307,26 @@ async fn vector_envelope(dir: &Path) -> Envelope {
 }
 
 /// `kube-kms serve` over the vector key ring, as an operator runs it; killed when dropped.
-struct ServingPlugin {
-    child: std::process::Child,
-    /// Kept open so the plugin never writes to a closed pipe.
-    _stdout: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl ServingPlugin {
-    /// Starts the binary and returns once it has printed its EncryptionConfiguration, which it
-    /// does only after the socket is bound with its final mode.
-    fn start(state_dir: &Path, key_dir: &Path, socket: &Path) -> Self {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kube-kms"))
-            .arg("serve")
-            .arg("--socket")
-            .arg(socket)
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("--local-key-dir")
-            .arg(key_dir)
-            .args(["--log-level", "error"])
-            .env_remove("KUBE_KMS_CONFIG")
-            // No operations listener: a fixed TCP port would collide with other plugins.
-            .env("KUBE_KMS_HEALTH_ADDRESS", "off")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start kube-kms serve");
-        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
-        let endpoint = format!("endpoint: unix://{}", socket.display());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap_or(0);
-            if line.trim() == endpoint {
-                break;
-            }
-            if read == 0 {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("kube-kms serve exited before serving on {endpoint}: {stderr}");
-            }
-        }
-        Self {
-            child,
-            _stdout: stdout,
-        }
-    }
-}
-
-impl Drop for ServingPlugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn serve_vector_key_ring(state_dir: &Path, key_dir: &Path, socket: &Path) -> ServedBinary {
+    let mut command = std::process::Command::new(util::BIN);
+    command
+        .arg("serve")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--local-key-dir")
+        .arg(key_dir)
+        .args(["--log-level", "error"])
+        .env_remove("KUBE_KMS_CONFIG")
+        // No operations listener: a fixed TCP port would collide with other plugins.
+        .env("KUBE_KMS_HEALTH_ADDRESS", "off");
+    let plugin = ServedBinary::start(command, &state_dir.join("serve.log"));
+    assert_eq!(
+        plugin.socket, socket,
+        "the EncryptionConfiguration names the socket"
+    );
+    plugin
 }
 
 fn code_of<T>(result: Result<T, EnvelopeError>) -> Code {
@@ -632,7 +598,7 @@ async fn the_kube_kms_binary_decrypts_request_c_over_its_socket() {
     let temp = tempfile::tempdir().unwrap();
     let dir = write_vector_key_ring(&v, temp.path());
     let path = temp.path().join("kms.sock");
-    let plugin = ServingPlugin::start(temp.path(), &dir, &path);
+    let plugin = serve_vector_key_ring(temp.path(), &dir, &path);
 
     let channel = kube_kms::probe::connect(&path).await.unwrap();
     let mut v2 = V2Client::new(channel.clone());

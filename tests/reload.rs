@@ -10,25 +10,14 @@
 mod util;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use kube_kms::probe::connect;
 use kube_kms::proto::v2::key_management_service_client::KeyManagementServiceClient;
 use kube_kms::proto::v2::{DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest};
 use tonic::transport::Channel;
-use util::wait_until;
-
-const BIN: &str = env!("CARGO_BIN_EXE_kube-kms");
-
-struct Plugin(Child);
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use util::{BIN, ServedBinary, wait_until};
 
 fn write_config(path: &Path, key_dir: &Path, extra: &str) {
     let text = format!("local:\n  key_dir: {}\n{extra}", key_dir.display());
@@ -75,25 +64,17 @@ async fn a_changed_config_file_or_sighup_moves_to_the_new_key_and_old_data_still
     let socket = root.path().join("kms.sock");
     let log = root.path().join("serve.log");
     write_config(&config, &root.path().join("keys-a"), "");
-    let plugin = Plugin(
-        Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .args([
-                "--socket",
-                socket.to_str().unwrap(),
-                "--health-address",
-                "off",
-            ])
-            .env_remove("KUBE_KMS_CONFIG")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the socket accepts", Duration::from_secs(20), || async {
-        tokio::net::UnixStream::connect(&socket).await.is_ok()
-    })
-    .await;
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args([
+            "--socket",
+            socket.to_str().unwrap(),
+            "--health-address",
+            "off",
+        ])
+        .env_remove("KUBE_KMS_CONFIG");
+    let plugin = ServedBinary::start(command, &log);
     let mut client = KeyManagementServiceClient::new(connect(&socket).await.unwrap());
     let under_a = encrypt(&mut client).await;
     let key_a = key_id(&mut client).await;
@@ -135,10 +116,7 @@ async fn a_changed_config_file_or_sighup_moves_to_the_new_key_and_old_data_still
 
     // 3. SIGHUP reloads at once.
     write_config(&config, &root.path().join("keys-d"), "");
-    Command::new("kill")
-        .args(["-HUP", &plugin.0.id().to_string()])
-        .status()
-        .unwrap();
+    plugin.signal("HUP");
     wait_until("Status moves to key D", Duration::from_secs(20), || {
         let mut client = client.clone();
         let key_b = key_b.clone();

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: an in-process plugin on a temporary Unix socket,
-//! backed by a real local key ring, and tonic clients that connect the way kube-apiserver does.
+//! backed by a real local key ring, and tonic clients that connect the way kube-apiserver does;
+//! the real `kube-kms serve` binary started and waited for; a provider wrapper with an unwrap hook.
 
 #![allow(
     dead_code,
@@ -9,8 +10,9 @@
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube_kms::crypto::SecretKey;
 use kube_kms::envelope::Envelope;
@@ -195,5 +197,123 @@ where
             "timed out waiting until {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `kube-kms` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_kube-kms");
+
+/// How long `kube-kms serve` may take to open its socket (an Azure start authenticates, reads
+/// the key and wraps a first KEK before it does).
+const SERVE_START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `kube-kms serve` running as a child process, killed when dropped.
+pub struct ServedBinary {
+    child: Child,
+    /// The socket, as the printed EncryptionConfiguration's endpoint names it.
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+impl ServedBinary {
+    /// Spawns `command` — `kube-kms serve` with the caller's flags and environment — with its
+    /// stderr in the file `log`, and returns once it prints its EncryptionConfiguration, which it
+    /// does only after a first KEK is wrapped and the socket is bound with its final mode. Its
+    /// stdout keeps being drained, so the plugin never writes to a closed pipe. Fails the test,
+    /// showing the log, if the plugin exits first or is not serving within a minute.
+    pub fn start(mut command: Command, log: &Path) -> Self {
+        let stderr = std::fs::File::create(log).expect("create the log file");
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("kube-kms starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (found, endpoint) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok);
+            if let Some(socket) = lines.by_ref().find_map(|line| {
+                let endpoint = line.trim().strip_prefix("endpoint: unix://")?;
+                Some(PathBuf::from(endpoint))
+            }) {
+                let _ = found.send(socket);
+            }
+            lines.for_each(drop);
+        });
+        let mut served = Self {
+            child,
+            socket: PathBuf::new(),
+            log: log.to_owned(),
+        };
+        match endpoint.recv_timeout(SERVE_START_DEADLINE) {
+            Ok(socket) => served.socket = socket,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = served.child.wait().expect("wait for kube-kms");
+                panic!(
+                    "kube-kms serve exited with {status} before serving:\n{}",
+                    served.logs()
+                );
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                "kube-kms serve did not serve within {SERVE_START_DEADLINE:?}:\n{}",
+                served.logs()
+            ),
+        }
+        served
+    }
+
+    /// [`ServedBinary::start`] off the async runtime, so that in-process services the plugin
+    /// talks to (an emulator) keep running while it starts.
+    pub async fn start_async(command: Command, log: &Path) -> Self {
+        let log = log.to_owned();
+        tokio::task::spawn_blocking(move || Self::start(command, &log))
+            .await
+            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the plugin logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends the signal `name` (e.g. "HUP", "TERM") with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -s {name} {}: {status}", self.pid());
+    }
+
+    /// Waits for the plugin to exit, failing the test after `deadline`.
+    pub fn wait_for_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let give_up = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for kube-kms") {
+                return status;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "kube-kms did not exit within {deadline:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ServedBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
