@@ -11,13 +11,13 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use azure_access::auth::{AuthMode, AuthSettings, ManagedId, SecretSource};
+use azure_access::cloud::CloudName;
 use clap::Args;
 use serde::Deserialize;
 
 use crate::envelope::kek::RotationPolicy;
-use crate::provider::azure::auth::{AuthMode, AuthSettings, ManagedId, SecretSource};
 use crate::provider::azure::client::WrapAlgorithm;
-use crate::provider::azure::cloud::CloudName;
 use crate::provider::azure::key_id::{KeyRef, is_valid_version, parse_vault_url};
 use crate::provider::azure::{AzureConfig, DecryptOnlyKey, KeyVersionChoice};
 use crate::provider::guard::GuardPolicy;
@@ -1306,7 +1306,7 @@ fn resolve_azure(args: &ConfigArgs, file: &AzureFileConfig) -> Result<AzureConfi
         )?
         .map(SecretSource::File),
         azure_json: path(&AZURE_JSON, pick(&args.azure_json, &file.azure_json))?
-            .unwrap_or_else(|| PathBuf::from(crate::provider::azure::auth::DEFAULT_AZURE_JSON)),
+            .unwrap_or_else(|| PathBuf::from(azure_access::auth::DEFAULT_AZURE_JSON)),
     };
 
     let cloud = match pick(&args.azure_cloud, &file.cloud) {
@@ -1374,8 +1374,8 @@ fn resolve_azure(args: &ConfigArgs, file: &AzureFileConfig) -> Result<AzureConfi
                 None => Ok(default),
             }
         };
-    let defaults = crate::provider::azure::client::TransportOptions::default();
-    let mut retry = crate::provider::azure::retry::RetryPolicy::DEFAULT;
+    let defaults = azure_access::client::TransportOptions::default();
+    let mut retry = azure_access::retry::RetryPolicy::DEFAULT;
     retry.deadline = duration(
         &AZURE_CALL_DEADLINE,
         pick(&args.azure_call_deadline, &file.call_deadline),
@@ -1383,7 +1383,7 @@ fn resolve_azure(args: &ConfigArgs, file: &AzureFileConfig) -> Result<AzureConfi
         30_000,
         retry.deadline,
     )?;
-    let transport = crate::provider::azure::client::TransportOptions {
+    let transport = azure_access::client::TransportOptions {
         ca_file: path(&AZURE_CA_FILE, pick(&args.azure_ca_file, &file.ca_file))?,
         connect_timeout: duration(
             &AZURE_CONNECT_TIMEOUT,

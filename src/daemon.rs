@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use azure_access::auth::AzureEnv;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
@@ -20,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ConfigArgs, DefaultsEnv, ProviderConfig};
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::ops::{self, metrics::Metrics};
-use crate::provider::azure::{AzureKeyVaultProvider, auth::AzureEnv};
+use crate::provider::azure::AzureKeyVaultProvider;
 use crate::provider::chain::Chain;
 use crate::provider::guard::Guarded;
 use crate::provider::instrumented::Instrumented;

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use azure_access::auth::{AuthMode, AzureEnv, SecretSource};
 use azure_support::{MINIMAL_PERMISSIONS, TestVault, new_client_id};
 use keyvault_emulator::{
     ClientCertificate, FederatedCredential, IdentitySpec, ManagedKind, Operation,
@@ -24,7 +25,6 @@ use keyvault_emulator::{
 use kube_kms::crypto::SecretKey;
 use kube_kms::provider::KeyProvider;
 use kube_kms::provider::azure::AzureKeyVaultProvider;
-use kube_kms::provider::azure::auth::{AuthMode, AzureEnv, SecretSource};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-kms");
 
@@ -226,7 +226,7 @@ async fn aks_azure_json_with_a_secret_or_workload_identity() {
     )
     .expect("azure.json");
     let mut config = vault.config();
-    config.auth = kube_kms::provider::azure::auth::AuthSettings {
+    config.auth = azure_access::auth::AuthSettings {
         azure_json: azure_json.clone(),
         ..Default::default()
     };
@@ -290,7 +290,7 @@ async fn aks_azure_json_with_a_secret_or_workload_identity() {
 async fn a_vm_managed_identity_is_selected_but_imds_cannot_be_redirected() {
     let vault = TestVault::key_vault(2048).await;
     let mut config = vault.config();
-    config.auth = kube_kms::provider::azure::auth::AuthSettings {
+    config.auth = azure_access::auth::AuthSettings {
         mode: AuthMode::ManagedIdentity,
         azure_json: vault.dir.path().join("none.json"),
         ..Default::default()
@@ -305,7 +305,7 @@ async fn a_vm_managed_identity_is_selected_but_imds_cannot_be_redirected() {
         "{}",
         provider.authentication()
     );
-    config.auth.managed_identity = Some(kube_kms::provider::azure::auth::ManagedId::ResourceId(
+    config.auth.managed_identity = Some(azure_access::auth::ManagedId::ResourceId(
         "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/kms".into(),
     ));
     config.auth.mode = AuthMode::Auto;

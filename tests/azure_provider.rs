@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use azure_access::auth::AzureEnv;
 use azure_support::TestVault;
 use keyvault_emulator::{Fault, FaultRule, KeyOp, KeySpec, Operation, Permission};
 use kube_kms::crypto::SecretKey;
@@ -23,7 +24,6 @@ use kube_kms::envelope::EnvelopeError;
 use kube_kms::envelope::format::{KEY_VERSION_ANNOTATION, WRAPPED_KEK_ANNOTATION};
 use kube_kms::envelope::kek::RotationPolicy;
 use kube_kms::proto::v2::{DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest};
-use kube_kms::provider::azure::auth::AzureEnv;
 use kube_kms::provider::azure::key_id::KeyRef;
 use kube_kms::provider::azure::{
     AzureKeyVaultProvider, DecryptOnlyKey, KeyVersionChoice, random_version,
@@ -869,9 +869,7 @@ async fn start_up_says_exactly_what_is_wrong() {
     let wrong_secret = vault.dir.path().join("wrong-secret");
     std::fs::write(&wrong_secret, "not-the-secret").expect("write");
     let mut config = vault.config();
-    config.auth.client_secret = Some(kube_kms::provider::azure::auth::SecretSource::File(
-        wrong_secret,
-    ));
+    config.auth.client_secret = Some(azure_access::auth::SecretSource::File(wrong_secret));
     let (error, _) = open(config).await;
     assert!(
         error.contains("Entra ID refused the identity's credentials"),

@@ -26,6 +26,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use azure_access::auth::AzureEnv;
 use azure_support::TestVault;
 use azure_support::serve::ServedPlugin;
 use keyvault_emulator::{Fault, FaultRule, KeySpec, OpCounts, Operation, Options, Permission};
@@ -33,7 +34,6 @@ use kube_kms::envelope::Envelope;
 use kube_kms::envelope::kek::RotationPolicy;
 use kube_kms::proto::v2::EncryptResponse;
 use kube_kms::provider::azure::AzureKeyVaultProvider;
-use kube_kms::provider::azure::auth::AzureEnv;
 use kube_kms::provider::azure::key_id::KeyRef;
 use kube_kms::provider::guard::{BreakerState, GuardPolicy, Guarded};
 use kube_kms::provider::{KeyProvider, ProviderHealth};

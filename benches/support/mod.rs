@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use azure_access::auth::{AuthMode, AzureEnv, SecretSource};
 use keyvault_emulator::{
     Emulator, Fault, FaultRule, IdentitySpec, KeySpec, Operation, Options, Permission,
     RunningEmulator,
@@ -33,7 +34,6 @@ use kube_kms::proto::v2::key_management_service_server::KeyManagementService;
 use kube_kms::proto::v2::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
 };
-use kube_kms::provider::azure::auth::{AuthMode, AzureEnv, SecretSource};
 use kube_kms::provider::azure::key_id::KeyRef;
 use kube_kms::provider::azure::{AzureConfig, AzureKeyVaultProvider};
 use kube_kms::provider::guard::{GuardPolicy, Guarded};

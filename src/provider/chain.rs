@@ -247,9 +247,9 @@ mod tests {
 
     use super::*;
     use crate::provider::azure::AzureKeyVaultProvider;
-    use crate::provider::azure::auth::{AuthMode, AzureEnv};
     use crate::provider::azure::key_id::KeyRef;
     use crate::provider::local::LocalKeyRing;
+    use azure_access::auth::{AuthMode, AzureEnv};
 
     /// Counts the unwraps that reach `inner`; when `down`, answers them as an outage would.
     struct Counting {

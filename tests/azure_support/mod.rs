@@ -15,10 +15,10 @@ pub mod serve;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use azure_access::auth::{AuthMode, AzureEnv, SecretSource};
 use keyvault_emulator::{
     Emulator, IdentitySpec, KeyInfo, KeySpec, Operation, Options, Permission, RunningEmulator,
 };
-use kube_kms::provider::azure::auth::{AuthMode, AzureEnv, SecretSource};
 use kube_kms::provider::azure::key_id::KeyRef;
 use kube_kms::provider::azure::{AzureConfig, AzureKeyVaultProvider};
 

@@ -1,7 +1,7 @@
 //! The Azure Key Vault and Managed HSM provider: local KEKs wrapped by a key that never leaves
 //! the vault — RSA-OAEP-256 on RSA / RSA-HSM keys, A256KW or CKM_AES_KEY_WRAP_PAD on Managed HSM
-//! oct-HSM keys — through Microsoft's official Rust SDK (azure_security_keyvault_keys,
-//! azure_identity) over our own HTTPS client.
+//! oct-HSM keys — through Microsoft's official Rust SDK (azure_security_keyvault_keys) over the
+//! shared Azure access of [`azure_access`]: its clouds, credentials and HTTPS client.
 //!
 //! The configuration names one vault and key, followed at its latest version (a new version
 //! rotates the envelope's KEK) or pinned to one, plus decrypt-only keys kept after moving to
@@ -11,16 +11,13 @@
 //! An annotation's version is attacker input: it is checked for shape and only ever joined to a
 //! vault and key name from the configuration — no host or key name is ever taken from etcd, and
 //! a malformed version or wrapped KEK is refused without a remote call. Every remote operation
-//! runs under the plugin's retry policy ([`retry`]) with the SDK's own retries off, and its
-//! failure is classified ([`errors`]) so that the envelope can tell a revoked key from an outage.
+//! runs under the shared retry policy ([`retry`]) with the SDK's own retries off, and its
+//! failure is classified and mapped ([`errors`]) so that the envelope can tell a revoked key from
+//! an outage. Nothing here logs a KEK, a wrapped KEK or a token.
 
-pub mod auth;
-pub mod azure_json;
 pub mod client;
-pub mod cloud;
 pub mod errors;
 pub mod key_id;
-pub mod retry;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,12 +29,13 @@ use azure_security_keyvault_keys::models::{Key, KeyType};
 
 use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use crate::crypto::{SecretKey, fill_random};
-use auth::{AuthSettings, AzureEnv, Resolution};
-use client::{TransportOptions, VaultClient, WrapAlgorithm};
-use cloud::{Cloud, CloudName};
+use azure_access::auth::{self, AuthSettings, AzureEnv, Resolution};
+use azure_access::client::{self as transport, TransportOptions};
+use azure_access::cloud::{Cloud, CloudName};
+use azure_access::retry::{self, RetryPolicy};
+use client::{VaultClient, WrapAlgorithm};
 use errors::{Call, Failure};
 use key_id::{KeyRef, is_valid_version};
-use retry::RetryPolicy;
 
 /// The smallest RSA key accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -265,11 +263,15 @@ impl AzureKeyVaultProvider {
                 }
             }
         }
-        let http = client::http_client(&config.transport, client::Route::Remote)?;
-        let options = client::client_options(&http, &cloud);
-        let identity_http = client::http_client(&config.transport, client::Route::ManagedIdentity)?;
-        let identity_options = client::client_options(&identity_http, &cloud);
-        let credential = resolution.auth.credential(&options, &identity_options)?;
+        let http = transport::http_client(&config.transport, transport::Route::Remote)?;
+        let options = transport::client_options(&http, &cloud);
+        let identity_http =
+            transport::http_client(&config.transport, transport::Route::ManagedIdentity)?;
+        let identity_options = transport::client_options(&identity_http, &cloud);
+        let credential = resolution
+            .auth
+            .credential(&options, &identity_options)?
+            .token_credential();
         let mut clients = HashMap::new();
         for target in &targets {
             if !clients.contains_key(target.key.host()) {

@@ -1,21 +1,22 @@
-//! The plugin's retry policy for remote calls — the SDK's own retries are turned off so that
-//! this is the only one: every remote operation has a deadline (2 s by default, inside
-//! kube-apiserver's 3 s call timeout), transient failures are retried with capped exponential
-//! backoff and jitter, a Retry-After the service sends is honoured, and nothing ever waits or
-//! retries past the deadline.
+//! The retry policy for remote calls to Azure — the SDK's own retries are turned off
+//! ([`crate::client::client_options`]) so that this is the only one: every remote operation has
+//! a deadline (2 s by default, inside kube-apiserver's 3 s call timeout), transient failures are
+//! retried with capped exponential backoff and jitter, a Retry-After the service sends is
+//! honoured, and nothing ever waits or retries past the deadline.
 //!
 //! Only failures [`Classified::retryable`] marks transient (429, 408, 5xx, timeouts, dropped
-//! connections) are retried; an authoritative answer (403, 404, 400) is returned at once.
+//! connections; see [`crate::errors`]) are retried; an authoritative answer (403, 404, 400) is
+//! returned at once. The caller's error type stays the caller's: this module only needs to build
+//! one from [`DeadlineExceeded`]. It logs the operation and the error's `Display`, which must
+//! therefore never carry a token or a secret.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
+use rand::TryRng;
+use rand::rngs::SysRng;
 use tokio::time::Instant;
-
-use crate::crypto::fill_random;
-use crate::provider::ProviderError;
 
 /// When and how often a remote operation is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,7 @@ impl RetryPolicy {
         let half = exponential / 2;
         let mut random = [0u8; 8];
         // Without randomness the backoff is merely not jittered; that is no reason to fail.
-        let fraction = match fill_random(&mut random) {
+        let fraction = match SysRng.try_fill_bytes(&mut random) {
             Ok(()) => u64::from_le_bytes(random) as f64 / u64::MAX as f64,
             Err(_) => 1.0,
         };
@@ -71,20 +72,20 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A failed attempt: the error it maps to, and whether trying again may help.
+/// A failed attempt: the caller's error for it, and whether trying again may help.
 #[derive(Debug)]
-pub struct Classified {
+pub struct Classified<E> {
     /// What the caller sees if no later attempt succeeds.
-    pub error: ProviderError,
+    pub error: E,
     /// Whether the failure is transient.
     pub retryable: bool,
     /// How long the service asked the caller to wait (Retry-After), if it said.
     pub retry_after: Option<Duration>,
 }
 
-impl Classified {
+impl<E> Classified<E> {
     /// A failure that retrying will not fix.
-    pub fn fatal(error: ProviderError) -> Self {
+    pub fn fatal(error: E) -> Self {
         Self {
             error,
             retryable: false,
@@ -93,7 +94,7 @@ impl Classified {
     }
 
     /// A transient failure; a Retry-After is capped at [`MAX_RETRY_AFTER`].
-    pub fn transient(error: ProviderError, retry_after: Option<Duration>) -> Self {
+    pub fn transient(error: E, retry_after: Option<Duration>) -> Self {
         Self {
             error,
             retryable: true,
@@ -105,6 +106,8 @@ impl Classified {
 /// The operation's deadline passed while an attempt was still waiting for an answer.
 #[derive(Debug, Clone)]
 pub struct DeadlineExceeded {
+    /// What was being done, as the caller named it.
+    pub operation: String,
     /// The deadline.
     pub deadline: Duration,
     /// Attempts started, the unfinished one included.
@@ -129,16 +132,17 @@ impl std::error::Error for DeadlineExceeded {}
 ///
 /// Each attempt gets the time that is left; a retry happens only if its backoff (or the
 /// service's Retry-After, if longer) ends before the deadline. Returns the last failure's
-/// error, or [`ProviderError::Unavailable`] with [`DeadlineExceeded`] when an attempt was cut
-/// off by the deadline.
-pub async fn run<T, F, Fut>(
+/// error, or the caller's error made from [`DeadlineExceeded`] when an attempt was cut off by
+/// the deadline.
+pub async fn run<T, E, F, Fut>(
     policy: &RetryPolicy,
     operation: &str,
     mut attempt: F,
-) -> Result<T, ProviderError>
+) -> Result<T, E>
 where
+    E: From<DeadlineExceeded> + fmt::Display,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Classified>>,
+    Fut: Future<Output = Result<T, Classified<E>>>,
 {
     let give_up = Instant::now() + policy.deadline;
     let mut attempts = 0u32;
@@ -149,13 +153,11 @@ where
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(failure)) => failure,
             Err(_elapsed) => {
-                return Err(ProviderError::Unavailable {
+                return Err(E::from(DeadlineExceeded {
                     operation: operation.to_owned(),
-                    source: Arc::new(DeadlineExceeded {
-                        deadline: policy.deadline,
-                        attempts,
-                    }),
-                });
+                    deadline: policy.deadline,
+                    attempts,
+                }));
             }
         };
         if !failure.retryable {
@@ -194,11 +196,29 @@ mod tests {
 
     use super::*;
 
-    fn unavailable() -> ProviderError {
-        ProviderError::Unavailable {
-            operation: "test".into(),
-            source: Arc::new(std::io::Error::other("503")),
+    /// A caller's error type, as the products have their own.
+    #[derive(Debug)]
+    enum TestError {
+        Unavailable,
+        Refused,
+        Throttled(Option<Duration>),
+        Deadline(DeadlineExceeded),
+    }
+
+    impl fmt::Display for TestError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{self:?}")
         }
+    }
+
+    impl From<DeadlineExceeded> for TestError {
+        fn from(deadline: DeadlineExceeded) -> Self {
+            Self::Deadline(deadline)
+        }
+    }
+
+    fn unavailable() -> TestError {
+        TestError::Unavailable
     }
 
     #[test]
@@ -238,14 +258,10 @@ mod tests {
         let calls = AtomicU32::new(0);
         let result: Result<(), _> = run(&RetryPolicy::DEFAULT, "test", || {
             calls.fetch_add(1, Ordering::SeqCst);
-            async {
-                Err(Classified::fatal(ProviderError::Revoked {
-                    reason: "disabled".into(),
-                }))
-            }
+            async { Err(Classified::fatal(TestError::Refused)) }
         })
         .await;
-        assert!(matches!(result, Err(ProviderError::Revoked { .. })));
+        assert!(matches!(result, Err(TestError::Refused)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -254,17 +270,14 @@ mod tests {
         let started = Instant::now();
         let result: Result<(), _> = run(&RetryPolicy::DEFAULT, "test", || async {
             Err(Classified::transient(
-                ProviderError::Throttled {
-                    operation: "test".into(),
-                    retry_after: Some(Duration::from_secs(5)),
-                },
+                TestError::Throttled(Some(Duration::from_secs(5))),
                 Some(Duration::from_secs(5)),
             ))
         })
         .await;
         assert!(matches!(
             result,
-            Err(ProviderError::Throttled { retry_after: Some(wait), .. }) if wait == Duration::from_secs(5)
+            Err(TestError::Throttled(Some(wait))) if wait == Duration::from_secs(5)
         ));
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
@@ -283,7 +296,7 @@ mod tests {
                 })
             })
             .await;
-            assert!(matches!(result, Err(ProviderError::Unavailable { .. })));
+            assert!(matches!(result, Err(TestError::Unavailable)));
             assert_eq!(started.elapsed(), Duration::ZERO);
         }
     }
@@ -323,13 +336,14 @@ mod tests {
     async fn a_hanging_attempt_is_cut_off_at_the_deadline() {
         let started = Instant::now();
         let result: Result<(), _> = run(&RetryPolicy::DEFAULT, "test", || {
-            std::future::pending::<Result<(), Classified>>()
+            std::future::pending::<Result<(), Classified<TestError>>>()
         })
         .await;
         assert_eq!(started.elapsed(), RetryPolicy::DEFAULT.deadline);
         match result {
-            Err(ProviderError::Unavailable { source, .. }) => {
-                assert!(source.to_string().contains("deadline"), "{source}");
+            Err(TestError::Deadline(deadline)) => {
+                assert_eq!(deadline.operation, "test");
+                assert!(deadline.to_string().contains("deadline"), "{deadline}");
             }
             other => panic!("{other:?}"),
         }
@@ -347,7 +361,11 @@ mod tests {
             }
         })
         .await;
-        assert!(matches!(result, Err(ProviderError::Unavailable { .. })));
+        // Either the last failure, or the deadline cutting off an attempt: never a success.
+        assert!(matches!(
+            result,
+            Err(TestError::Unavailable | TestError::Deadline(_))
+        ));
         assert!(started.elapsed() <= RetryPolicy::DEFAULT.deadline);
         assert!(calls.load(Ordering::SeqCst) >= 3);
     }

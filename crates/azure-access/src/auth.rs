@@ -1,5 +1,7 @@
-//! How kube-kms authenticates to Entra ID: the mode is chosen explicitly (`azure.auth`) or
-//! detected, in this order, from what the host provides —
+//! Credential selection for a process's own identity: which way to authenticate to Entra ID,
+//! and the SDK credential that does it. The KMS plugin takes the mode from its configuration
+//! (`azure.auth`, and the other `azure.*` settings named below) or detects it, in this order,
+//! from what the host provides —
 //!
 //! 1. workload identity: a federated token file (`azure.federated_token_file` or
 //!    AZURE_FEDERATED_TOKEN_FILE, with AZURE_CLIENT_ID / AZURE_TENANT_ID as the webhook sets them);
@@ -13,10 +15,13 @@
 //! 5. the Azure CLI's login, for development: `az` on PATH;
 //! 6. AKS's /etc/kubernetes/azure.json (`azure.azure_json`), whose fields pick one of the above.
 //!
+//! A credential for someone else's identity (a pod's service-account token exchanged as a
+//! client assertion) is [`Credential::from_client_assertion`]'s, not this module's.
+//!
 //! Secrets (client secret, certificate password, private key) are read from files or named
 //! environment variables, never from flags; they live in zeroizing buffers until handed to the
-//! SDK, and no `Debug` shows them. Standard AZURE_* and IDENTITY_* variable names are the SDK's
-//! conventions and are read only here, through [`AzureEnv`], so tests supply their own.
+//! SDK, and no `Debug` or log line shows them. Standard AZURE_* and IDENTITY_* variable names are
+//! the SDK's conventions and are read only here, through [`AzureEnv`], so tests supply their own.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,9 +38,10 @@ use azure_identity::{
 };
 use zeroize::Zeroizing;
 
-use super::azure_json::AzureJson;
-use super::cloud::CloudName;
-use crate::provider::ProviderError;
+use crate::Error;
+use crate::azure_json::AzureJson;
+use crate::cloud::CloudName;
+use crate::credential::Credential;
 
 /// The longest secret (client secret, password) read from a file or variable, in bytes.
 pub const MAX_SECRET_LEN: usize = 4096;
@@ -125,7 +131,8 @@ impl fmt::Display for SecretSource {
     }
 }
 
-/// The authentication settings, validated by `config.rs`. No secrets, only where they are.
+/// The authentication settings, as the KMS plugin's configuration validates them. No secrets,
+/// only where they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     /// The mode, or `Auto`.
@@ -331,11 +338,11 @@ impl ResolvedAuth {
         &self,
         options: &ClientOptions,
         identity_options: &ClientOptions,
-    ) -> Result<Arc<dyn TokenCredential>, ProviderError> {
-        let failed = |error: azure_core::Error| ProviderError::Misconfigured {
+    ) -> Result<Credential, Error> {
+        let failed = |error: azure_core::Error| Error::Misconfigured {
             reason: format!("cannot set up {}: {error}", self.describe()),
         };
-        Ok(match self {
+        let credential: Arc<dyn TokenCredential> = match self {
             Self::WorkloadIdentity {
                 tenant_id,
                 client_id,
@@ -397,17 +404,18 @@ impl ResolvedAuth {
                 }))
                 .map_err(failed)?
             }
-        })
+        };
+        Ok(Credential::new(credential, self.describe()))
     }
 }
 
-fn misconfigured(reason: String) -> ProviderError {
-    ProviderError::Misconfigured { reason }
+fn misconfigured(reason: String) -> Error {
+    Error::Misconfigured { reason }
 }
 
 /// Chooses the authentication mode from `settings` and `env` (see the module documentation for
 /// the detection order) and reads the secrets it needs.
-pub fn resolve(settings: &AuthSettings, env: &AzureEnv) -> Result<Resolution, ProviderError> {
+pub fn resolve(settings: &AuthSettings, env: &AzureEnv) -> Result<Resolution, Error> {
     let explicit = |auth: ResolvedAuth| Resolution {
         auth,
         chosen_by: "azure.auth".to_owned(),
@@ -459,7 +467,7 @@ pub fn resolve(settings: &AuthSettings, env: &AzureEnv) -> Result<Resolution, Pr
     }
 }
 
-fn detect(settings: &AuthSettings, env: &AzureEnv) -> Result<Resolution, ProviderError> {
+fn detect(settings: &AuthSettings, env: &AzureEnv) -> Result<Resolution, Error> {
     let detected = |auth: ResolvedAuth, why: &str| Resolution {
         auth,
         chosen_by: format!("detected {why}"),
@@ -561,7 +569,7 @@ fn identity(
     settings: &AuthSettings,
     env: &AzureEnv,
     mode: &str,
-) -> Result<(String, String), ProviderError> {
+) -> Result<(String, String), Error> {
     let tenant_id = settings
         .tenant_id
         .clone()
@@ -587,7 +595,7 @@ fn workload_identity(
     settings: &AuthSettings,
     env: &AzureEnv,
     token_file: PathBuf,
-) -> Result<ResolvedAuth, ProviderError> {
+) -> Result<ResolvedAuth, Error> {
     let (tenant_id, client_id) = identity(settings, env, "workload identity")?;
     Ok(ResolvedAuth::WorkloadIdentity {
         tenant_id,
@@ -600,7 +608,7 @@ fn client_secret(
     settings: &AuthSettings,
     env: &AzureEnv,
     source: &SecretSource,
-) -> Result<ResolvedAuth, ProviderError> {
+) -> Result<ResolvedAuth, Error> {
     let (tenant_id, client_id) = identity(settings, env, "a client secret")?;
     Ok(ResolvedAuth::ClientSecret {
         tenant_id,
@@ -613,7 +621,7 @@ fn client_certificate(
     settings: &AuthSettings,
     env: &AzureEnv,
     path: &Path,
-) -> Result<ResolvedAuth, ProviderError> {
+) -> Result<ResolvedAuth, Error> {
     let (tenant_id, client_id) = identity(settings, env, "a client certificate")?;
     let password = match &settings.client_certificate_password {
         Some(source) => Some(read_secret(source, env, "certificate password")?),
@@ -632,7 +640,7 @@ fn from_azure_json(
     settings: &AuthSettings,
     env: &AzureEnv,
     chosen_by: String,
-) -> Result<Resolution, ProviderError> {
+) -> Result<Resolution, Error> {
     let path = &settings.azure_json;
     let file = AzureJson::read(path).map_err(misconfigured)?;
     let cloud = match AzureJson::text(&file.cloud) {
@@ -721,7 +729,7 @@ pub fn read_secret(
     source: &SecretSource,
     env: &AzureEnv,
     what: &str,
-) -> Result<Zeroizing<String>, ProviderError> {
+) -> Result<Zeroizing<String>, Error> {
     let text = match source {
         SecretSource::File(path) => {
             let file = std::fs::File::open(path).map_err(|error| {
@@ -784,7 +792,7 @@ fn read_at_most(mut file: std::fs::File, limit: usize) -> std::io::Result<Zeroiz
 pub fn load_certificate(
     path: &Path,
     password: Option<Zeroizing<String>>,
-) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<String>), ProviderError> {
+) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<String>), Error> {
     use openssl::pkcs12::Pkcs12;
     use openssl::pkey::PKey;
     use openssl::stack::Stack;
