@@ -495,6 +495,9 @@ const SOCKET: Setting = setting!("socket", "socket", "KUBE_KMS_SOCKET");
 const SOCKET_MODE: Setting = setting!("socket_mode", "socket-mode", "KUBE_KMS_SOCKET_MODE");
 const SOCKET_GROUP: Setting = setting!("socket_group", "socket-group", "KUBE_KMS_SOCKET_GROUP");
 const REFUSE_ROOT: Setting = setting!("refuse_root", "refuse-root", "KUBE_KMS_REFUSE_ROOT");
+/// The names of the `refuse_root` setting as messages show them, for
+/// [`grpc_uds::hardening::check_root`] (a test holds it equal to the setting's own names).
+pub const REFUSE_ROOT_NAMES: &str = "refuse_root (--refuse-root / KUBE_KMS_REFUSE_ROOT)";
 const STATE_DIR: Setting = setting!("state_dir", "state-dir", "KUBE_KMS_STATE_DIR");
 const PROVIDER: Setting = setting!("provider", "provider", "KUBE_KMS_PROVIDER");
 const LOCAL_KEY_DIR: Setting = setting!("local.key_dir", "local-key-dir", "KUBE_KMS_LOCAL_KEY_DIR");
@@ -697,7 +700,7 @@ impl DefaultsEnv {
             runtime_dir: path("XDG_RUNTIME_DIR"),
             state_home: path("XDG_STATE_HOME"),
             home: path("HOME"),
-            uid: crate::server::socket::current_uid(),
+            uid: grpc_uds::socket::current_uid(),
         }
     }
 
@@ -2024,6 +2027,11 @@ mod tests {
         assert!(error.contains("0600 would shut the group out"), "{error}");
         let config = Config::load(&ConfigArgs::default(), &env()).unwrap();
         assert_eq!((config.socket_group, config.socket_mode), (None, 0o600));
+    }
+
+    #[test]
+    fn refuse_root_names_are_the_settings_own() {
+        assert_eq!(REFUSE_ROOT_NAMES, REFUSE_ROOT.names());
     }
 
     #[test]

@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
+use grpc_uds::socket;
+
 use crate::config::{Config, ConfigArgs, DefaultsEnv, ProviderConfig};
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::ops::{self, metrics::Metrics};
@@ -28,7 +30,7 @@ use crate::provider::instrumented::Instrumented;
 use crate::provider::local::LocalKeyRing;
 use crate::provider::pkcs11::Pkcs11Provider;
 use crate::provider::{KeyProvider, ProviderError};
-use crate::server::{self, refresher, socket};
+use crate::server::{self, refresher};
 
 /// How often the config file is checked for changes.
 const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(2);

@@ -1,7 +1,7 @@
 //! kube-kms: a KMS v2 plugin for kube-apiserver.
 //!
 //! A Decrypt travels through five files, in this order:
-//! [`server::socket`] (the Unix socket) → [`server::v2`] (the gRPC service) →
+//! [`grpc_uds::socket`] (the Unix socket) → [`server::v2`] (the gRPC service) →
 //! [`envelope`] (seal/open with a local KEK) → [`envelope::cache`] (the unwrapped-KEK cache) →
 //! [`provider`] (the remote key that wraps local KEKs).
 //!
@@ -11,7 +11,6 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod envelope;
-pub mod hardening;
 pub mod ops;
 pub mod probe;
 pub mod proto;

@@ -95,7 +95,7 @@ fn parse_duration_arg(value: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     // Before anything else, and before any key, PIN or token is read: not dumpable, no core
     // dumps, memory locked where allowed. Logged once logging is set up.
-    let hardening = kube_kms::hardening::apply();
+    let hardening = grpc_uds::hardening::apply();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -116,7 +116,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, hardening: kube_kms::hardening::Report) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, hardening: grpc_uds::hardening::Report) -> anyhow::Result<ExitCode> {
     let env = DefaultsEnv::from_process();
     match cli.command {
         Command::Serve(args) => {
@@ -126,9 +126,10 @@ async fn run(cli: Cli, hardening: kube_kms::hardening::Report) -> anyhow::Result
             for warning in config.warnings() {
                 tracing::warn!("insecure setting: {warning}");
             }
-            kube_kms::hardening::check_root(
-                kube_kms::hardening::effective_uid(),
+            grpc_uds::hardening::check_root(
+                grpc_uds::hardening::effective_uid(),
                 config.refuse_root,
+                kube_kms::config::REFUSE_ROOT_NAMES,
             )?;
             serve(config, args).await?;
             Ok(ExitCode::SUCCESS)

@@ -138,7 +138,7 @@ fn collect(stderr: std::process::ChildStderr) -> Arc<Mutex<String>> {
 }
 
 fn my_uid() -> u32 {
-    kube_kms::hardening::effective_uid()
+    grpc_uds::hardening::effective_uid()
 }
 
 /// A temporary directory that `uid` owns (the plugin's HOME and runtime directory live in it).
@@ -272,7 +272,7 @@ async fn a_socket_group_gets_mode_0660_in_a_0710_directory() {
     };
     let socket = root.path().join("run/kube-kms/kms.sock");
     let (_listener, bound) =
-        kube_kms::server::socket::bind_with_group(&socket, 0o660, Some(gid)).expect("binds");
+        grpc_uds::socket::bind_with_group(&socket, 0o660, Some(gid)).expect("binds");
     let meta = std::fs::symlink_metadata(bound.path()).expect("socket exists");
     assert_eq!(
         (meta.gid(), meta.permissions().mode() & 0o7777),

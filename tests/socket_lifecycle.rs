@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use grpc_uds::socket::{self, SocketError};
 use kube_kms::crypto::SecretKey;
 use kube_kms::proto::v2::{DecryptRequest, EncryptRequest, StatusRequest};
 use kube_kms::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
-use kube_kms::server::socket::{self, SocketError};
 use tokio::sync::watch;
 use util::{TestPlugin, short_tempdir, wait_until};
 

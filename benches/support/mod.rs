@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use azure_access::auth::{AuthMode, AzureEnv, SecretSource};
+use grpc_uds::socket;
 use keyvault_emulator::{
     Emulator, Fault, FaultRule, IdentitySpec, KeySpec, Operation, Options, Permission,
     RunningEmulator,
@@ -39,7 +40,7 @@ use kube_kms::provider::azure::{AzureConfig, AzureKeyVaultProvider};
 use kube_kms::provider::guard::{GuardPolicy, Guarded};
 use kube_kms::provider::local::LocalKeyRing;
 use kube_kms::provider::{KeyProvider, KeyVersion};
-use kube_kms::server::{self, socket};
+use kube_kms::server;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 

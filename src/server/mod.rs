@@ -1,5 +1,7 @@
-//! The gRPC side of kube-kms: the v2 and v1beta1 services on one Unix socket, the mapping from
-//! envelope errors to gRPC codes, and the background refresher.
+//! The gRPC side of kube-kms: the v2 and v1beta1 services, the mapping from envelope errors to
+//! gRPC codes, the request deadline, the background refresher, and the limits the KMS services
+//! are served under. The socket, the serving loop and its limits' enforcement are the shared
+//! [`grpc_uds`] crate's; nothing here binds a socket or builds a transport.
 //!
 //! [`serve`] takes its listener, envelope and shutdown signal from the caller, so tests bind a
 //! temporary socket and stop the server when they choose.
@@ -7,7 +9,6 @@
 pub mod deadline;
 pub mod errors;
 pub mod refresher;
-pub mod socket;
 pub mod v1;
 pub mod v2;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
+use tonic::service::Routes;
 
 use crate::envelope::Envelope;
 use crate::ops::metrics::Metrics;
@@ -47,10 +49,19 @@ pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// the rest wait, within their deadline, for a slot.
 pub const MAX_IN_FLIGHT_REQUESTS: usize = 4096;
 
+/// The limits above, as [`grpc_uds::serve`] takes them.
+pub const LIMITS: grpc_uds::Limits = grpc_uds::Limits {
+    max_message_bytes: MAX_MESSAGE_BYTES,
+    call_timeout: CALL_TIMEOUT,
+    drain_limit: DRAIN_LIMIT,
+    max_concurrent_requests: MAX_CONCURRENT_REQUESTS,
+    max_in_flight_requests: MAX_IN_FLIGHT_REQUESTS,
+};
+
 /// Serves both KMS APIs on `listener` until `shutdown` completes, then stops accepting and
-/// waits for in-flight calls to finish. Every request is counted in `metrics`. Each connection
-/// goes through [`grpc_uds::AuthorityAdapter`], so clients that send the socket path as the
-/// HTTP/2 `:authority` (kube-apiserver's KMS v1 client) are served too.
+/// waits for in-flight calls to finish, under [`LIMITS`]. Every request is counted in
+/// `metrics`. Clients that send the socket path as the HTTP/2 `:authority` (kube-apiserver's
+/// KMS v1 client) are served too (see [`grpc_uds::authority`]).
 pub async fn serve(
     listener: UnixListener,
     envelope: Arc<Envelope>,
@@ -58,13 +69,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let v2 = v2::KmsV2::new(Arc::clone(&envelope), Arc::clone(&metrics));
-    serve_with(
-        listener,
-        v2,
-        Some(v1::KmsV1::new(envelope, metrics)),
-        shutdown,
-    )
-    .await
+    let v1 = v1::KmsV1::new(envelope, metrics);
+    let routes = Routes::new(grpc_uds::limit_messages!(V2Server::new(v2), LIMITS))
+        .add_service(grpc_uds::limit_messages!(V1Server::new(v1), LIMITS));
+    grpc_uds::serve(listener, routes, LIMITS, shutdown).await
 }
 
 /// Serves `v2` alone on `listener` with exactly the transport, layers and limits [`serve`] uses.
@@ -76,90 +84,6 @@ pub async fn serve_v2_only<S: V2Api>(
     v2: S,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(listener, v2, None, shutdown).await
-}
-
-async fn serve_with<S: V2Api>(
-    listener: UnixListener,
-    v2: S,
-    v1: Option<v1::KmsV1>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let v2 = V2Server::new(v2)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let v1 = v1.map(|v1| {
-        V1Server::new(v1)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-    });
-    let (shutdown_began, began) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown.await;
-        let _ = shutdown_began.send(());
-    };
-    let drain_limit = async move {
-        match began.await {
-            Ok(()) => tokio::time::sleep(DRAIN_LIMIT).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    let serving = tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(bad_input_codes))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            MAX_IN_FLIGHT_REQUESTS,
-        ))
-        .timeout(CALL_TIMEOUT)
-        .concurrency_limit_per_connection(MAX_CONCURRENT_REQUESTS)
-        .max_concurrent_streams(u32::try_from(MAX_CONCURRENT_REQUESTS).ok())
-        .add_service(v2)
-        .add_optional_service(v1)
-        .serve_with_incoming_shutdown(grpc_uds::incoming(listener), shutdown);
-    tokio::select! {
-        result = serving => result,
-        () = drain_limit => {
-            tracing::warn!(
-                limit = ?DRAIN_LIMIT,
-                "connections still open after the drain limit; stopping anyway"
-            );
-            Ok(())
-        }
-    }
-}
-
-/// Corrects the codes tonic gives two kinds of bad input before a handler ever runs, so that a
-/// malformed request is never answered with a server-fault code:
-/// - a message over [`MAX_MESSAGE_BYTES`] is refused on its length prefix, before it is
-///   buffered, with OUT_OF_RANGE; gRPC (and every other implementation) says RESOURCE_EXHAUSTED;
-/// - a message that does not decode (e.g. a key_id that is not UTF-8) is INTERNAL ("failed to
-///   decode Protobuf message"); it is the caller's input, so INVALID_ARGUMENT.
-///
-/// kube-kms's handlers never return OUT_OF_RANGE or INTERNAL themselves, so neither rewrite
-/// can hide a real server fault.
-fn bad_input_codes<B>(
-    mut response: tonic::codegen::http::Response<B>,
-) -> tonic::codegen::http::Response<B> {
-    use tonic::codegen::http::HeaderValue;
-    let headers = response.headers_mut();
-    let status = headers
-        .get("grpc-status")
-        .and_then(|status| status.to_str().ok());
-    let corrected = match status
-        .and_then(|status| status.parse::<i32>().ok())
-        .map(tonic::Code::from)
-    {
-        Some(tonic::Code::OutOfRange) => Some(tonic::Code::ResourceExhausted),
-        Some(tonic::Code::Internal)
-            if headers
-                .get("grpc-message")
-                .is_some_and(|message| message.as_bytes().starts_with(b"failed to decode")) =>
-        {
-            Some(tonic::Code::InvalidArgument)
-        }
-        _ => None,
-    };
-    if let Some(code) = corrected {
-        headers.insert("grpc-status", HeaderValue::from(code as i32));
-    }
-    response
+    let routes = Routes::new(grpc_uds::limit_messages!(V2Server::new(v2), LIMITS));
+    grpc_uds::serve(listener, routes, LIMITS, shutdown).await
 }

@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use grpc_uds::socket;
 use kube_kms::crypto::SecretKey;
 use kube_kms::envelope::Envelope;
 use kube_kms::envelope::kek::RotationPolicy;
@@ -23,7 +24,7 @@ use kube_kms::proto::v1beta1::key_management_service_client::KeyManagementServic
 use kube_kms::proto::v2::key_management_service_client::KeyManagementServiceClient as V2Client;
 use kube_kms::provider::local::LocalKeyRing;
 use kube_kms::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
-use kube_kms::server::{self, socket};
+use kube_kms::server;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;

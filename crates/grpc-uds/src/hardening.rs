@@ -1,7 +1,8 @@
-//! Process hardening, applied first thing in `main`, before any key, PIN or token exists in
-//! memory: the process is made non-dumpable (no core dump, no ptrace or /proc/<pid>/mem access
-//! by other processes of the same user), core dumps are turned off for good (RLIMIT_CORE soft and
-//! hard 0), and memory is locked so key pages never reach swap — where the OS allows it.
+//! Process hardening for a daemon that holds secrets, applied first thing in `main`, before any
+//! key, PIN or token exists in memory: the process is made non-dumpable (no core dump, no ptrace
+//! or /proc/<pid>/mem access by other processes of the same user), core dumps are turned off for
+//! good (RLIMIT_CORE soft and hard 0), and memory is locked so secret pages never reach swap —
+//! where the OS allows it.
 //!
 //! Memory locking is `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`: every page, present and
 //! future, is locked as it is touched (ONFAULT: nothing is prefaulted, so the resident size does
@@ -9,7 +10,7 @@
 //! CAP_IPC_LOCK, or RLIMIT_MEMLOCK is (or can be raised to) unlimited. Otherwise locking future
 //! mappings would make allocations and thread stacks fail once the limit is reached, so memory
 //! is left unlocked and a warning says why and how to fix it. Nothing here ever stops the
-//! plugin: every step that the OS refuses becomes a warning.
+//! process: every step that the OS refuses becomes a warning.
 //!
 //! Also here: the check for running as root. Every call goes through rustix's safe wrappers, so
 //! this module needs no `unsafe` either.
@@ -211,31 +212,39 @@ pub fn effective_uid() -> u32 {
 
 /// Refused to run as root because the configuration says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RootRefused;
+pub struct RootRefused {
+    /// The setting that asked for the refusal, as the operator spells it (e.g.
+    /// "refuse_root / --refuse-root / KUBE_KMS_REFUSE_ROOT").
+    pub setting: &'static str,
+}
 
 impl fmt::Display for RootRefused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "refusing to run as root (refuse_root / --refuse-root / KUBE_KMS_REFUSE_ROOT): run \
-             kube-kms as a dedicated user that shares a group with kube-apiserver",
+        write!(
+            f,
+            "refusing to run as root ({}): run this process as a dedicated user that shares a \
+             group with its clients",
+            self.setting
         )
     }
 }
 
 impl std::error::Error for RootRefused {}
 
-/// Warns loudly when running as root (effective uid 0), or refuses when `refuse` is set.
-pub fn check_root(euid: u32, refuse: bool) -> Result<(), RootRefused> {
+/// Warns loudly when running as root (effective uid 0), or refuses when `refuse` is set;
+/// `setting` names the option that sets `refuse`, for the messages.
+pub fn check_root(euid: u32, refuse: bool, setting: &'static str) -> Result<(), RootRefused> {
     if euid != 0 {
         return Ok(());
     }
     if refuse {
-        return Err(RootRefused);
+        return Err(RootRefused { setting });
     }
     tracing::warn!(
-        "RUNNING AS ROOT: a flaw in kube-kms or a library it uses would give an attacker the \
-         whole host; run it as a dedicated user (socket_group for kube-apiserver's access), and \
-         set refuse_root: true so it can never start as root again"
+        setting,
+        "RUNNING AS ROOT: a flaw in this process or a library it uses would give an attacker the \
+         whole host; run it as a dedicated user that shares a group with its clients, and set \
+         the refusal setting so it can never start as root again"
     );
     Ok(())
 }
@@ -246,7 +255,7 @@ mod tests {
 
     #[test]
     fn capability_sets_parse_from_proc_status() {
-        let status = "Name:\tkube-kms\nCapInh:\t0000000000000000\nCapEff:\t000001fffeffffff\n";
+        let status = "Name:\tdaemon\nCapInh:\t0000000000000000\nCapEff:\t000001fffeffffff\n";
         let set = capability_set(status, "CapEff:").unwrap();
         assert_ne!(set & (1 << CAP_IPC_LOCK), 0);
         assert_eq!(capability_set(status, "CapInh:"), Some(0));
@@ -256,10 +265,12 @@ mod tests {
 
     #[test]
     fn root_is_refused_only_when_asked_and_anyone_else_always_runs() {
-        assert_eq!(check_root(0, true), Err(RootRefused));
-        assert_eq!(check_root(0, false), Ok(()));
-        assert_eq!(check_root(1000, true), Ok(()));
-        assert!(RootRefused.to_string().contains("--refuse-root"));
+        const SETTING: &str = "refuse_root / --refuse-root";
+        let refused = RootRefused { setting: SETTING };
+        assert_eq!(check_root(0, true, SETTING), Err(refused.clone()));
+        assert_eq!(check_root(0, false, SETTING), Ok(()));
+        assert_eq!(check_root(1000, true, SETTING), Ok(()));
+        assert!(refused.to_string().contains("--refuse-root"));
     }
 
     #[test]

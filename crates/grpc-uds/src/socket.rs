@@ -1,6 +1,6 @@
-//! The Unix socket's lifecycle: a private directory, a socket that appears with its final mode
-//! only once the plugin can serve, a stale socket from a crash replaced, a live one left alone,
-//! and the socket removed on shutdown.
+//! A serving Unix socket's lifecycle: a private directory, a socket that appears with its final
+//! mode only once the caller can serve, a stale socket from a crash replaced, a live one left
+//! alone, and the socket removed when its [`BoundSocket`] is dropped.
 //!
 //! Never deletes anything at the socket path that is not a socket, never deletes a socket
 //! another process still answers on, and never loosens the mode of a directory it did not make.
@@ -177,12 +177,18 @@ const PRIVATE_SOCKET_NAME: &str = "s";
 /// the private directory, which the caller removes once the socket is renamed out of it.
 fn bind_privately(dir: &Path) -> Result<(StdUnixListener, PathBuf), SocketError> {
     let mut random = [0u8; 4];
-    crate::crypto::fill_random(&mut random).map_err(|_| SocketError::Io {
-        action: "name a private directory in",
-        path: dir.into(),
-        source: io::Error::other("no randomness available"),
-    })?;
-    let private = dir.join(format!(".bind-{}", hex::encode(random)));
+    let filled = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty())
+        .map_err(io::Error::from);
+    if !matches!(filled, Ok(4)) {
+        return Err(SocketError::Io {
+            action: "name a private directory in",
+            path: dir.into(),
+            source: filled
+                .err()
+                .unwrap_or_else(|| io::Error::other("short read of randomness")),
+        });
+    }
+    let private = dir.join(format!(".bind-{:08x}", u32::from_ne_bytes(random)));
     // mkdir never follows or reuses what is already there: a name another user planted fails.
     fs::DirBuilder::new()
         .mode(0o700)
@@ -333,7 +339,7 @@ fn remove_if_stale(path: &Path) -> Result<(), SocketError> {
 }
 
 /// The effective user id of this process (geteuid). Not read from the owner of /proc/self:
-/// once the process is non-dumpable (see `crate::hardening`) /proc/self belongs to root.
+/// once the process is non-dumpable (see [`crate::hardening`]) /proc/self belongs to root.
 pub fn current_uid() -> Option<u32> {
     Some(crate::hardening::effective_uid())
 }
@@ -379,7 +385,7 @@ mod tests {
         }
     }
 
-    const UMASK_CHILD: &str = "KUBE_KMS_TEST_UMASK_000";
+    const UMASK_CHILD: &str = "GRPC_UDS_TEST_UMASK_000";
 
     /// Regression: the socket was bound under a temporary name in the socket's own directory
     /// with the umask's mode, and only then chmodded, so under a permissive umask another user
@@ -388,8 +394,7 @@ mod tests {
     #[test]
     fn no_other_user_can_reach_the_socket_before_it_has_its_mode() {
         if std::env::var_os(UMASK_CHILD).is_none() {
-            let test =
-                "server::socket::tests::no_other_user_can_reach_the_socket_before_it_has_its_mode";
+            let test = "socket::tests::no_other_user_can_reach_the_socket_before_it_has_its_mode";
             let status = Command::new("sh")
                 .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
                 .arg(std::env::current_exe().unwrap())
