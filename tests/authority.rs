@@ -13,6 +13,10 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 
+use grpc_uds::fuzzing::h2::{
+    ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PADDED, PING, PREFACE,
+    PRIORITY, RST_STREAM, SETTINGS,
+};
 use grpc_uds::fuzzing::{IndexingEncoder, frame};
 use kube_kms::envelope::Envelope;
 use kube_kms::envelope::kek::RotationPolicy;
@@ -25,19 +29,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use util::TestPlugin;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const CONTINUATION: u8 = 0x9;
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const PADDED: u8 = 0x8;
-const PRIORITY: u8 = 0x20;
 /// RST_STREAM's PROTOCOL_ERROR: what h2 answers a malformed authority with.
 const PROTOCOL_ERROR: u32 = 0x1;
 

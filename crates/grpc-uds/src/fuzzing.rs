@@ -8,7 +8,37 @@ use loona_hpack::Decoder;
 
 use crate::authority::{ClientStream, HEADER_TABLE_SIZE, encode_integer, h2_accepts};
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use self::h2::PREFACE;
+
+/// HTTP/2 frame types and flags (RFC 9113 §6) for the hand-framed clients in tests.
+pub mod h2 {
+    /// What a client sends first on a connection.
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    /// Frame type DATA.
+    pub const DATA: u8 = 0x0;
+    /// Frame type HEADERS.
+    pub const HEADERS: u8 = 0x1;
+    /// Frame type RST_STREAM.
+    pub const RST_STREAM: u8 = 0x3;
+    /// Frame type SETTINGS.
+    pub const SETTINGS: u8 = 0x4;
+    /// Frame type PING.
+    pub const PING: u8 = 0x6;
+    /// Frame type GOAWAY.
+    pub const GOAWAY: u8 = 0x7;
+    /// Frame type CONTINUATION.
+    pub const CONTINUATION: u8 = 0x9;
+    /// Flag END_STREAM (DATA, HEADERS).
+    pub const END_STREAM: u8 = 0x1;
+    /// Flag ACK (SETTINGS, PING).
+    pub const ACK: u8 = 0x1;
+    /// Flag END_HEADERS (HEADERS, CONTINUATION).
+    pub const END_HEADERS: u8 = 0x4;
+    /// Flag PADDED (DATA, HEADERS).
+    pub const PADDED: u8 = 0x8;
+    /// Flag PRIORITY (HEADERS).
+    pub const PRIORITY: u8 = 0x20;
+}
 
 /// Feeds `data` (after its first byte, which picks the size of each read: 0 means one read)
 /// through [`ClientStream`] as a client's stream, and checks what the server would read: the
