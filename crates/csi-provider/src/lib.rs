@@ -1,0 +1,50 @@
+//! kube-kms's Secrets Store CSI driver provider: the `/v1alpha1.CSIDriverProvider` service the
+//! driver calls over a Unix socket when a pod mounts a `secrets-store.csi.k8s.io` volume.
+//!
+//! The socket, the serving loop and process hardening are the shared [`grpc_uds`] crate's; this
+//! crate holds only what is the provider's: the proto, the service and its limits. It never
+//! writes to a pod's volume (the driver does) and never logs secret content.
+
+pub mod proto;
+pub mod service;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tonic::service::Routes;
+
+use proto::v1alpha1::csi_driver_provider_server::CsiDriverProviderServer;
+
+/// Where the driver looks for the `azure` provider's socket (its `--provider-volume`); the
+/// Azure provider's manifests mount that host directory for the same purpose.
+pub const DEFAULT_SOCKET: &str = "/var/run/secrets-store-csi-providers/azure.sock";
+
+/// The limits the provider is served under.
+pub const LIMITS: grpc_uds::Limits = grpc_uds::Limits {
+    // The driver's own receive limit (`--max-call-recv-msg-size`, 4 MiB).
+    max_message_bytes: 4 * 1024 * 1024,
+    // A Mount inherits kubelet's NodePublishVolume deadline (2 minutes) and rotation calls from
+    // driver v1.5 carry none, so the server bounds every call at the same 2 minutes.
+    call_timeout: Duration::from_secs(120),
+    // How long shutdown waits for in-flight Mounts before it stops anyway.
+    drain_limit: Duration::from_secs(10),
+    // Per connection (the driver keeps one), and the HTTP/2 stream limit.
+    max_concurrent_requests: 64,
+    // Over all connections: with the message limit, bounds what requests in progress can hold.
+    max_in_flight_requests: 128,
+};
+
+/// Serves the provider on `listener` until `shutdown` completes, then drains in-flight calls
+/// for at most the drain limit in [`LIMITS`]. Drivers before v1.6, which send the socket path
+/// as the HTTP/2 `:authority`, are served too.
+pub async fn serve(
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let provider = grpc_uds::limit_messages!(
+        CsiDriverProviderServer::new(service::CsiProvider::default()),
+        LIMITS
+    );
+    grpc_uds::serve(listener, Routes::new(provider), LIMITS, shutdown).await
+}
