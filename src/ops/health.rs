@@ -9,17 +9,10 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
+use grpc_uds::ops::Readiness;
+
 use crate::envelope::EnvelopeSnapshot;
 use crate::provider::ProviderHealth;
-
-/// The readiness verdict and its report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Readiness {
-    /// Whether /readyz answers 200.
-    pub ready: bool,
-    /// Lines of `name: value`, for people.
-    pub report: String,
-}
 
 /// Judges readiness from `snapshot` at time `now`.
 pub fn readiness(snapshot: &EnvelopeSnapshot, now: SystemTime) -> Readiness {

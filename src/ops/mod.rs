@@ -1,8 +1,9 @@
-//! The operations endpoints, on their own HTTP listener (127.0.0.1 by default): `/healthz` for
-//! liveness, `/readyz` for readiness, `/metrics` for Prometheus.
+//! What the plugin's operations endpoints report: `/readyz` from the envelope (or why it is not
+//! there yet) and `/metrics` from the plugin's metrics. The HTTP listener (127.0.0.1 by default)
+//! and its routes are the shared [`grpc_uds::ops`]'s.
 //!
-//! None of them makes a remote call: they report what the envelope already knows, so a probe
-//! can never add load to the key service or hang on it.
+//! Neither makes a remote call: they report what the envelope already knows, so a probe can
+//! never add load to the key service or hang on it.
 
 pub mod health;
 pub mod metrics;
@@ -10,11 +11,7 @@ pub mod metrics;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use grpc_uds::ops::{Probe, Readiness};
 use tokio::net::TcpListener;
 
 use crate::envelope::Envelope;
@@ -49,76 +46,45 @@ impl Target {
     }
 }
 
-#[derive(Clone)]
+/// What the endpoints report on: readiness from the target, metrics from `metrics`.
 struct OpsState {
     target: Arc<Target>,
     metrics: Arc<Metrics>,
 }
 
-/// The router for the operations endpoints.
-pub fn router(target: Arc<Target>, metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(OpsState { target, metrics })
+impl Probe for OpsState {
+    async fn readiness(&self) -> Readiness {
+        match self.target.envelope.get() {
+            Some(envelope) => {
+                health::readiness(&envelope.snapshot().await, std::time::SystemTime::now())
+            }
+            None => Readiness {
+                ready: false,
+                report: format!(
+                    "status: starting: {}\n",
+                    self.target
+                        .starting
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                ),
+            },
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        self.metrics
+            .render(self.target.envelope.get().map(Arc::as_ref))
+            .await
+    }
 }
 
-/// Serves the operations endpoints on `listener` until `shutdown` completes.
+/// Serves the operations endpoints ([`grpc_uds::ops`]) on `listener` until `shutdown`
+/// completes.
 pub async fn serve(
     listener: TcpListener,
     target: Arc<Target>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(target, metrics))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
-    let readiness = match state.target.envelope.get() {
-        Some(envelope) => {
-            health::readiness(&envelope.snapshot().await, std::time::SystemTime::now())
-        }
-        None => health::Readiness {
-            ready: false,
-            report: format!(
-                "status: starting: {}\n",
-                state
-                    .target
-                    .starting
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-            ),
-        },
-    };
-    let code = if readiness.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        readiness.report,
-    )
-}
-
-async fn metrics_text(State(state): State<OpsState>) -> impl IntoResponse {
-    let text = state
-        .metrics
-        .render(state.target.envelope.get().map(Arc::as_ref))
-        .await;
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
+    grpc_uds::ops::serve(listener, Arc::new(OpsState { target, metrics }), shutdown).await
 }
