@@ -53,7 +53,7 @@ pub fn config(data: &[u8]) {
 /// byte, nonce and tag, or an error maps to a gRPC code other than InvalidArgument.
 pub fn decrypt_v2_proto(data: &[u8]) {
     let Ok(request) = crate::proto::v2::DecryptRequest::decode(data) else {
-        return; // tonic answers InvalidArgument (see server::bad_input_codes) before us
+        return; // tonic answers InvalidArgument (see grpc_uds's bad_input_codes) before us
     };
     let well_formed = format::check_key_id(&request.key_id).is_ok()
         && format::parse_v2_ciphertext(&request.ciphertext).is_ok()
