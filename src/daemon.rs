@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_access::auth::AzureEnv;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
+use azure_access::auth::AzureEnv;
 use grpc_uds::socket;
 
 use crate::config::{Config, ConfigArgs, DefaultsEnv, ProviderConfig};
