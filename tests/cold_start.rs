@@ -8,49 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use kube_kms::crypto::SecretKey;
 use kube_kms::envelope::kek::RotationPolicy;
 use kube_kms::proto::v2::{DecryptRequest, EncryptRequest, EncryptResponse};
 use kube_kms::provider::guard::{GuardPolicy, Guarded};
-use kube_kms::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
-use util::TestPlugin;
-
-/// The real local key ring, with each unwrap taking 20 ms (a latency model of a remote key
-/// service) and the most unwraps ever in flight recorded.
-struct Slow {
-    inner: Arc<dyn KeyProvider>,
-    in_flight: AtomicU32,
-    most_in_flight: AtomicU32,
-    unwraps: AtomicU32,
-}
-
-#[async_trait]
-impl KeyProvider for Slow {
-    fn kind(&self) -> &'static str {
-        "slow-local"
-    }
-    async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
-        self.inner.refresh().await
-    }
-    async fn current_key(&self) -> Option<KeyVersion> {
-        self.inner.current_key().await
-    }
-    async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
-        self.inner.wrap(key, kek).await
-    }
-    async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
-        self.unwraps.fetch_add(1, Ordering::SeqCst);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.inner.unwrap(version, wrapped).await
-    }
-    async fn health(&self) -> ProviderHealth {
-        self.inner.health().await
-    }
-}
+use util::{TestPlugin, UnwrapHook};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_decrypts_over_twenty_keks_cost_at_most_twenty_bounded_unwraps() {
@@ -70,12 +31,24 @@ async fn a_thousand_decrypts_over_twenty_keks_cost_at_most_twenty_bounded_unwrap
         written.push(client.encrypt(request).await.unwrap().into_inner());
     }
 
-    let slow = Arc::new(Slow {
-        inner: util::key_ring(&writer.key_dir),
-        in_flight: AtomicU32::new(0),
-        most_in_flight: AtomicU32::new(0),
-        unwraps: AtomicU32::new(0),
-    });
+    // The real local key ring, with each unwrap taking 20 ms (a latency model of a remote key
+    // service) and the most unwraps ever in flight recorded.
+    let in_flight = Arc::new(AtomicU32::new(0));
+    let most_in_flight = Arc::new(AtomicU32::new(0));
+    let slow = Arc::new(UnwrapHook::new(util::key_ring(&writer.key_dir), {
+        let in_flight = Arc::clone(&in_flight);
+        let most_in_flight = Arc::clone(&most_in_flight);
+        move |_| {
+            let in_flight = Arc::clone(&in_flight);
+            let most_in_flight = Arc::clone(&most_in_flight);
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most_in_flight.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }));
     let policy = GuardPolicy {
         max_concurrent_unwraps: 4,
         ..GuardPolicy::DEFAULT
@@ -113,13 +86,9 @@ async fn a_thousand_decrypts_over_twenty_keks_cost_at_most_twenty_bounded_unwrap
     for call in calls {
         call.await.unwrap();
     }
-    assert_eq!(
-        slow.unwraps.load(Ordering::SeqCst),
-        20,
-        "one unwrap per distinct KEK"
-    );
+    assert_eq!(slow.unwraps(), 20, "one unwrap per distinct KEK");
     assert!(
-        slow.most_in_flight.load(Ordering::SeqCst) <= 4,
+        most_in_flight.load(Ordering::SeqCst) <= 4,
         "unwraps are bounded"
     );
     assert_eq!(reader.envelope.cache_stats().unwraps, 20);

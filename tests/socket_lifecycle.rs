@@ -9,13 +9,10 @@ use std::os::unix::net::UnixListener as StdUnixListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use grpc_uds::socket::{self, SocketError};
-use kube_kms::crypto::SecretKey;
 use kube_kms::proto::v2::{DecryptRequest, EncryptRequest, StatusRequest};
-use kube_kms::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use tokio::sync::watch;
-use util::{TestPlugin, short_tempdir, wait_until};
+use util::{TestPlugin, UnwrapHook, short_tempdir, wait_until};
 
 fn mode(path: &std::path::Path) -> u32 {
     fs::metadata(path)
@@ -108,38 +105,6 @@ async fn a_directory_other_users_can_write_is_refused() {
     );
 }
 
-/// The local key ring, with unwrap held until the test releases it — a timing harness around
-/// the real provider, so a Decrypt can be in flight when shutdown begins.
-struct HeldUnwrap {
-    inner: Arc<dyn KeyProvider>,
-    release: watch::Receiver<bool>,
-    started: watch::Sender<u32>,
-}
-
-#[async_trait]
-impl KeyProvider for HeldUnwrap {
-    fn kind(&self) -> &'static str {
-        "held-local"
-    }
-    async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
-        self.inner.refresh().await
-    }
-    async fn current_key(&self) -> Option<KeyVersion> {
-        self.inner.current_key().await
-    }
-    async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
-        self.inner.wrap(key, kek).await
-    }
-    async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
-        self.started.send_modify(|count| *count += 1);
-        let _ = self.release.clone().wait_for(|released| *released).await;
-        self.inner.unwrap(version, wrapped).await
-    }
-    async fn health(&self) -> ProviderHealth {
-        self.inner.health().await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_calls_then_removes_the_socket() {
     let writer = TestPlugin::start().await;
@@ -156,11 +121,15 @@ async fn shutdown_drains_in_flight_calls_then_removes_the_socket() {
 
     let (release, released) = watch::channel(false);
     let (started, mut unwraps_started) = watch::channel(0);
-    let held = HeldUnwrap {
-        inner: util::key_ring(&writer.key_dir),
-        release: released,
-        started,
-    };
+    // The local key ring, with unwrap held until the test releases it, so a Decrypt can be in
+    // flight when shutdown begins.
+    let held = UnwrapHook::new(util::key_ring(&writer.key_dir), move |_| {
+        started.send_modify(|count| *count += 1);
+        let mut released = released.clone();
+        async move {
+            let _ = released.wait_for(|released| *released).await;
+        }
+    });
     let mut reader = TestPlugin::start_on(
         short_tempdir(),
         writer.key_dir.clone(),

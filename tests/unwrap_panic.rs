@@ -5,7 +5,6 @@ mod util;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use kube_kms::envelope::kek::RotationPolicy;
@@ -27,16 +26,11 @@ async fn a_panicking_unwrap_fails_the_decrypt_and_the_next_decrypt_tries_again()
 
     // A second replica, whose cache has never seen the writer's KEK, so Decrypt must unwrap; its
     // first two unwraps panic.
-    let unwraps = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&unwraps);
-    let provider = util::UnwrapHook {
-        inner: util::key_ring(&key_dir),
-        before: Box::new(move || {
-            let earlier = counted.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async move { assert!(earlier >= 2, "the provider panicked (a test)") })
-        }),
-    };
-    let reader = Envelope::start(Arc::new(provider), RotationPolicy::DEFAULT, capacity)
+    let provider = Arc::new(util::UnwrapHook::new(
+        util::key_ring(&key_dir),
+        |earlier| async move { assert!(earlier >= 2, "the provider panicked (a test)") },
+    ));
+    let reader = Envelope::start(provider.clone(), RotationPolicy::DEFAULT, capacity)
         .await
         .expect("envelope");
     let decrypt = || reader.decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations);
@@ -56,7 +50,7 @@ async fn a_panicking_unwrap_fails_the_decrypt_and_the_next_decrypt_tries_again()
         .await
         .expect("the v1 Decrypt hung");
     assert!(failed_v1.is_err());
-    assert_eq!(unwraps.load(Ordering::SeqCst), 2);
+    assert_eq!(provider.unwraps(), 2);
 
     let opened = tokio::time::timeout(within, decrypt())
         .await
@@ -68,5 +62,5 @@ async fn a_panicking_unwrap_fails_the_decrypt_and_the_next_decrypt_tries_again()
         .await
         .expect("v1 decrypt, from the cache");
     assert_eq!(opened.as_slice(), b"a data key");
-    assert_eq!(unwraps.load(Ordering::SeqCst), 3);
+    assert_eq!(provider.unwraps(), 3);
 }

@@ -12,6 +12,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use grpc_uds::socket;
@@ -54,15 +55,37 @@ pub fn key_ring(key_dir: &Path) -> Arc<dyn KeyProvider> {
     Arc::new(LocalKeyRing::open_or_create(key_dir).expect("key ring opens"))
 }
 
-/// What [`UnwrapHook`] runs before each unwrap.
+/// What [`UnwrapHook`] runs before each unwrap, given how many unwraps came before it.
 pub type BeforeUnwrap =
-    Box<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+    Box<dyn Fn(u32) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// A real provider (usually the local key ring) with `before` run ahead of each unwrap: a
-/// harness to count, delay, hold or fail unwraps without a fake provider.
+/// A real provider (usually the local key ring) with a hook awaited ahead of each unwrap: a
+/// harness to count, delay, hold or fail unwraps without a fake provider. Everything else is
+/// the inner provider's.
 pub struct UnwrapHook {
-    pub inner: Arc<dyn KeyProvider>,
-    pub before: BeforeUnwrap,
+    inner: Arc<dyn KeyProvider>,
+    before: BeforeUnwrap,
+    unwraps: AtomicU32,
+}
+
+impl UnwrapHook {
+    /// `inner`, with `before(n)` awaited ahead of its unwrap number `n` (counting from 0).
+    pub fn new<F, Fut>(inner: Arc<dyn KeyProvider>, before: F) -> Self
+    where
+        F: Fn(u32) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self {
+            inner,
+            before: Box::new(move |earlier| Box::pin(before(earlier))),
+            unwraps: AtomicU32::new(0),
+        }
+    }
+
+    /// How many unwraps were asked of it so far (each has started its hook).
+    pub fn unwraps(&self) -> u32 {
+        self.unwraps.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait::async_trait]
@@ -80,7 +103,8 @@ impl KeyProvider for UnwrapHook {
         self.inner.wrap(key, kek).await
     }
     async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
-        (self.before)().await;
+        let earlier = self.unwraps.fetch_add(1, Ordering::SeqCst);
+        (self.before)(earlier).await;
         self.inner.unwrap(version, wrapped).await
     }
     async fn health(&self) -> ProviderHealth {
