@@ -4,137 +4,57 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-kms");
+use util::{BIN, ServedBinary};
 
 /// The conventional uid and gid of `nobody` / `nogroup`, used to run the plugin unprivileged
 /// when the tests run as root.
 const NOBODY: u32 = 65534;
 
-/// A running `kube-kms serve` whose stderr is collected; killed when dropped.
-struct Plugin {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
+/// How long the hardening log lines may trail the printed EncryptionConfiguration.
+const LOG_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Starts `serve` with HOME and XDG_RUNTIME_DIR in `root`, as `uid` when given, and waits
+/// until it serves; its stderr goes to `root`/serve.log.
+fn start(root: &Path, uid: Option<u32>, args: &[&str]) -> ServedBinary {
+    ServedBinary::start(serve_command(root, uid, args), &root.join("serve.log"))
 }
 
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn proc_file(plugin: &ServedBinary, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{}/{name}", plugin.pid())).expect("/proc is readable")
 }
 
-impl Plugin {
-    /// Starts `serve` with HOME and XDG_RUNTIME_DIR in `root`, as `uid` when given, and waits
-    /// until it serves (it prints its EncryptionConfiguration once the socket is open).
-    fn start(root: &Path, uid: Option<u32>, args: &[&str]) -> Self {
-        let mut command = serve_command(root, args);
-        if let Some(uid) = uid {
-            // The build directory may sit under a path `uid` cannot traverse (e.g. /root):
-            // run a copy of the binary from the test's own directory.
-            let binary = root.join("kube-kms");
-            if std::fs::hard_link(BIN, &binary).is_err() {
-                std::fs::copy(BIN, &binary).expect("copy the binary");
-            }
-            command = Command::new(&binary);
-            command.args(serve_command(root, args).get_args());
-            apply_env(&mut command, root);
-            command.uid(uid).gid(uid);
-        }
-        let mut child = command.spawn().expect("kube-kms starts");
-        let stderr = collect(child.stderr.take().expect("stderr is piped"));
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut plugin = Self { child, stderr };
-        let mut lines = BufReader::new(stdout).lines();
-        let serving = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.trim().starts_with("endpoint: "));
-        std::thread::spawn(move || lines.for_each(drop));
-        if !serving {
-            let _ = plugin.child.wait();
-            panic!("kube-kms did not serve:\n{}", plugin.logs());
-        }
-        plugin
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn logs(&self) -> String {
-        self.stderr.lock().expect("stderr buffer").clone()
-    }
-
-    /// Waits until the logs contain `needle` (logging may trail the stdout line a little).
-    fn wait_for_log(&self, needle: &str) -> String {
-        let give_up = Instant::now() + Duration::from_secs(10);
-        loop {
-            let logs = self.logs();
-            if logs.contains(needle) {
-                return logs;
-            }
-            assert!(
-                Instant::now() < give_up,
-                "no {needle:?} in the logs:\n{logs}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn proc_file(&self, name: &str) -> String {
-        std::fs::read_to_string(format!("/proc/{}/{name}", self.pid())).expect("/proc is readable")
-    }
-
-    /// A field of /proc/<pid>/status, e.g. "VmLck".
-    fn status_field(&self, field: &str) -> String {
-        self.proc_file("status")
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{field}:")))
-            .unwrap_or_else(|| panic!("/proc/<pid>/status has {field}"))
-            .trim()
-            .to_owned()
-    }
+/// A field of /proc/<pid>/status, e.g. "VmLck".
+fn status_field(plugin: &ServedBinary, field: &str) -> String {
+    proc_file(plugin, "status")
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("/proc/<pid>/status has {field}"))
+        .trim()
+        .to_owned()
 }
 
-fn serve_command(root: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command.arg("serve").args(args);
-    apply_env(&mut command, root);
+/// `kube-kms serve` with `args` in a clean environment (HOME and XDG_RUNTIME_DIR in `root`, no
+/// health endpoints), as `uid` when given.
+fn serve_command(root: &Path, uid: Option<u32>, args: &[&str]) -> Command {
+    let mut command = match uid {
+        Some(uid) => util::command_as(uid, root),
+        None => Command::new(BIN),
+    };
     command
-}
-
-/// A clean environment (HOME and XDG_RUNTIME_DIR in `root`, no health endpoints) and pipes.
-fn apply_env(command: &mut Command, root: &Path) {
-    command
+        .arg("serve")
+        .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", root.join("home"))
         .env("XDG_RUNTIME_DIR", root.join("run"))
-        .env("KUBE_KMS_HEALTH_ADDRESS", "off")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-}
-
-fn collect(stderr: std::process::ChildStderr) -> Arc<Mutex<String>> {
-    let buffer = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&buffer);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut sink = sink.lock().expect("stderr buffer");
-            sink.push_str(&line);
-            sink.push('\n');
-        }
-    });
-    buffer
+        .env("KUBE_KMS_HEALTH_ADDRESS", "off");
+    command
 }
 
 fn my_uid() -> u32 {
@@ -167,9 +87,9 @@ fn the_running_plugin_is_not_dumpable_and_writes_no_core_dumps() {
     // runs as someone else. As root, run the plugin as nobody to see it.
     let uid = if my_uid() == 0 { NOBODY } else { my_uid() };
     let root = root_for(uid);
-    let plugin = Plugin::start(root.path(), (my_uid() == 0).then_some(uid), &[]);
+    let plugin = start(root.path(), (my_uid() == 0).then_some(uid), &[]);
 
-    let status_uids = plugin.status_field("Uid");
+    let status_uids = status_field(&plugin, "Uid");
     assert!(
         status_uids
             .split_whitespace()
@@ -187,20 +107,19 @@ fn the_running_plugin_is_not_dumpable_and_writes_no_core_dumps() {
         );
     }
     assert_eq!(
-        core_limit(&plugin.proc_file("limits")),
+        core_limit(&proc_file(&plugin, "limits")),
         ("0".to_owned(), "0".to_owned())
     );
-    let logs = plugin.wait_for_log("core dumps off (RLIMIT_CORE 0)");
+    let logs = plugin.wait_for_log("core dumps off (RLIMIT_CORE 0)", LOG_DEADLINE);
     assert!(logs.contains("process is not dumpable"), "{logs}");
 }
 
 #[test]
 fn memory_is_locked_where_allowed_and_a_warning_says_why_not_elsewhere() {
     let root = root_for(my_uid());
-    let plugin = Plugin::start(root.path(), None, &[]);
-    let logs = plugin.wait_for_log("memory ");
-    let locked_kib: u64 = plugin
-        .status_field("VmLck")
+    let plugin = start(root.path(), None, &[]);
+    let logs = plugin.wait_for_log("memory ", LOG_DEADLINE);
+    let locked_kib: u64 = status_field(&plugin, "VmLck")
         .trim_end_matches("kB")
         .trim()
         .parse()
@@ -212,7 +131,7 @@ fn memory_is_locked_where_allowed_and_a_warning_says_why_not_elsewhere() {
         assert_eq!(locked_kib, 0);
     }
     // As root (with CAP_IPC_LOCK, as on CI) locking must have happened.
-    let caps = plugin.proc_file("status");
+    let caps = proc_file(&plugin, "status");
     let cap_eff = caps
         .lines()
         .find_map(|line| line.strip_prefix("CapEff:"))
@@ -229,8 +148,8 @@ fn an_unprivileged_plugin_without_a_memlock_allowance_serves_with_a_warning() {
         return; // needs root to start the plugin as nobody
     }
     let root = root_for(NOBODY);
-    let plugin = Plugin::start(root.path(), Some(NOBODY), &[]);
-    let logs = plugin.wait_for_log("memory ");
+    let plugin = start(root.path(), Some(NOBODY), &[]);
+    let logs = plugin.wait_for_log("memory ", LOG_DEADLINE);
     // nobody has no CAP_IPC_LOCK; unless the hard limit is unlimited, locking is skipped.
     if !logs.contains("memory locked") {
         assert!(logs.contains("memory NOT locked"), "{logs}");
@@ -245,12 +164,12 @@ fn root_gets_a_loud_warning_and_refuse_root_stops_it() {
         return; // the behaviour under test is root's
     }
     let root = root_for(0);
-    let plugin = Plugin::start(root.path(), None, &[]);
-    plugin.wait_for_log("RUNNING AS ROOT");
+    let plugin = start(root.path(), None, &[]);
+    plugin.wait_for_log("RUNNING AS ROOT", LOG_DEADLINE);
     drop(plugin);
 
     for (flag, env) in [(Some("--refuse-root"), None), (None, Some("true"))] {
-        let mut command = serve_command(root.path(), flag.as_slice());
+        let mut command = serve_command(root.path(), None, flag.as_slice());
         if let Some(value) = env {
             command.env("KUBE_KMS_REFUSE_ROOT", value);
         }
@@ -282,50 +201,7 @@ async fn a_socket_group_gets_mode_0660_in_a_0710_directory() {
     assert_eq!((dir.gid(), dir.permissions().mode() & 0o7777), (gid, 0o710));
 }
 
-/// A provider whose unwrap never answers in time: a Decrypt that misses the cache hangs on it.
-struct StuckProvider;
-
-#[async_trait::async_trait]
-impl kube_kms::provider::KeyProvider for StuckProvider {
-    fn kind(&self) -> &'static str {
-        "stuck"
-    }
-
-    async fn refresh(
-        &self,
-    ) -> Result<kube_kms::provider::KeyVersion, kube_kms::provider::ProviderError> {
-        kube_kms::provider::KeyVersion::new("stuck-key-id", "1")
-    }
-
-    async fn current_key(&self) -> Option<kube_kms::provider::KeyVersion> {
-        self.refresh().await.ok()
-    }
-
-    async fn wrap(
-        &self,
-        _key: &kube_kms::provider::KeyVersion,
-        _kek: &kube_kms::crypto::SecretKey,
-    ) -> Result<Vec<u8>, kube_kms::provider::ProviderError> {
-        Ok(vec![1; 40])
-    }
-
-    async fn unwrap(
-        &self,
-        _version: &str,
-        _wrapped: &[u8],
-    ) -> Result<kube_kms::crypto::SecretKey, kube_kms::provider::ProviderError> {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Err(kube_kms::provider::ProviderError::Misconfigured {
-            reason: "stuck".into(),
-        })
-    }
-
-    async fn health(&self) -> kube_kms::provider::ProviderHealth {
-        kube_kms::provider::ProviderHealth::Ok
-    }
-}
-
-/// A Decrypt whose KEK is not cached, so it waits on the stuck provider.
+/// A Decrypt whose KEK is not cached, so it waits on the stuck unwrap.
 fn uncached_decrypt() -> kube_kms::proto::v2::DecryptRequest {
     kube_kms::proto::v2::DecryptRequest {
         ciphertext: vec![1; 1 + 12 + 32 + 16],
@@ -341,11 +217,16 @@ fn uncached_decrypt() -> kube_kms::proto::v2::DecryptRequest {
 #[tokio::test]
 async fn a_call_ends_at_its_grpc_timeout_or_the_server_limit() {
     let dir = util::short_tempdir();
-    let key_dir = dir.path().join("unused");
+    let key_dir = dir.path().join("keys");
+    // The local key ring, with an unwrap that never answers in time: a Decrypt that misses
+    // the cache hangs on it.
+    let stuck = util::UnwrapHook::new(util::key_ring(&key_dir), |_| {
+        tokio::time::sleep(Duration::from_secs(60))
+    });
     let plugin = util::TestPlugin::start_on(
         dir,
         key_dir,
-        Arc::new(StuckProvider),
+        Arc::new(stuck),
         kube_kms::envelope::kek::RotationPolicy::DEFAULT,
     )
     .await;

@@ -228,6 +228,20 @@ where
 /// The `kube-kms` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_kube-kms");
 
+/// A `kube-kms` command that runs as `uid` (and the group with the same number). The build
+/// directory may sit under a path `uid` cannot traverse (e.g. /root), so it runs a copy of the
+/// binary placed in `dir`, which `uid` must be able to read.
+pub fn command_as(uid: u32, dir: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let binary = dir.join("kube-kms");
+    if std::fs::hard_link(BIN, &binary).is_err() {
+        std::fs::copy(BIN, &binary).expect("copy the binary");
+    }
+    let mut command = Command::new(binary);
+    command.uid(uid).gid(uid);
+    command
+}
+
 /// How long `kube-kms serve` may take to open its socket (an Azure start authenticates, reads
 /// the key and wraps a first KEK before it does).
 const SERVE_START_DEADLINE: Duration = Duration::from_secs(60);
@@ -308,6 +322,23 @@ impl ServedBinary {
     /// Everything the plugin logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the logs contain `needle` and returns them, failing the test after
+    /// `deadline`.
+    pub fn wait_for_log(&self, needle: &str, deadline: Duration) -> String {
+        let give_up = Instant::now() + deadline;
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "no {needle:?} in the logs within {deadline:?}:\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Sends the signal `name` (e.g. "HUP", "TERM") with the `kill` command.
