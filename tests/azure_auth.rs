@@ -11,10 +11,10 @@
 //! http://169.254.169.254 and cannot be pointed elsewhere; only its selection is checked.
 
 mod azure_support;
+mod util;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use azure_access::auth::{AuthMode, AzureEnv, SecretSource};
@@ -25,8 +25,7 @@ use keyvault_emulator::{
 use kube_kms::crypto::SecretKey;
 use kube_kms::provider::KeyProvider;
 use kube_kms::provider::azure::AzureKeyVaultProvider;
-
-const BIN: &str = env!("CARGO_BIN_EXE_kube-kms");
+use util::{BIN, ServedBinary};
 
 /// Opens a provider on `config` with `env`, wraps and unwraps a KEK, and checks that a token
 /// was issued by `issued_by` in the meantime. Returns how the provider authenticated.
@@ -323,24 +322,15 @@ async fn a_vm_managed_identity_is_selected_but_imds_cannot_be_redirected() {
 // ---------------------------------------------------------------------------------------------
 // Modes that azure_identity configures from the process environment: the real binary.
 
-/// A running `kube-kms serve`, killed when dropped.
-struct Serve {
-    child: Child,
-    socket: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `kube-kms serve` with the emulator's configuration and exactly `env` (plus PATH and
 /// HOME), and waits until it prints its endpoint — that is, until it authenticated, read the
 /// key and wrapped a first KEK.
-async fn serve(vault: &TestVault, dir: &Path, extra_yaml: &str, env: &[(&str, String)]) -> Serve {
+async fn serve(
+    vault: &TestVault,
+    dir: &Path,
+    extra_yaml: &str,
+    env: &[(&str, String)],
+) -> ServedBinary {
     let socket = dir.join("kms.sock");
     let config = dir.join("kube-kms.yaml");
     std::fs::write(
@@ -358,7 +348,6 @@ async fn serve(vault: &TestVault, dir: &Path, extra_yaml: &str, env: &[(&str, St
         ),
     )
     .expect("config file");
-    let stderr = dir.join("stderr.log");
     let mut command = Command::new(BIN);
     command
         .env_clear()
@@ -366,42 +355,16 @@ async fn serve(vault: &TestVault, dir: &Path, extra_yaml: &str, env: &[(&str, St
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .arg("serve")
         .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        .arg(&config);
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command.spawn().expect("kube-kms starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let serve = Serve {
-        child,
-        socket,
-        stderr,
-    };
-    let reader = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line.trim().starts_with("endpoint: "))
-    });
-    let started = tokio::time::timeout(Duration::from_secs(60), reader).await;
-    assert!(
-        matches!(started, Ok(Ok(true))),
-        "kube-kms serve did not start:\n{}",
-        std::fs::read_to_string(&serve.stderr).unwrap_or_default()
-    );
-    serve
+    ServedBinary::start_async(command, &dir.join("stderr.log")).await
 }
 
-async fn probe(serve: &Serve) {
+async fn probe(serve: &ServedBinary) {
     let report = kube_kms::probe::probe(&serve.socket, Duration::from_secs(10)).await;
-    assert!(
-        report.passed(),
-        "{report}\n{}",
-        std::fs::read_to_string(&serve.stderr).unwrap_or_default()
-    );
+    assert!(report.passed(), "{report}\n{}", serve.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,7 +404,7 @@ async fn managed_identity_through_the_app_service_endpoint_system_and_user_assig
     let before = vault.emulator.counts(Operation::AppServiceToken).succeeded;
     let system = serve(&vault, dir.path(), "", &env).await;
     probe(&system).await;
-    let log = std::fs::read_to_string(&system.stderr).unwrap_or_default();
+    let log = system.logs();
     assert!(log.contains("system-assigned managed identity"), "{log}");
     drop(system);
     assert!(vault.emulator.counts(Operation::AppServiceToken).succeeded > before);
@@ -456,7 +419,7 @@ async fn managed_identity_through_the_app_service_endpoint_system_and_user_assig
     )
     .await;
     probe(&assigned).await;
-    let log = std::fs::read_to_string(&assigned.stderr).unwrap_or_default();
+    let log = assigned.logs();
     assert!(
         log.contains(&format!(
             "user-assigned managed identity (client id {user})"
@@ -522,7 +485,7 @@ print(json.dumps({"accessToken": token["access_token"], "expiresOn": "2099-01-01
     // A real `az` can take a second to answer; the stand-in starts Python.
     let cli = serve(&vault, dir.path(), "  call_deadline: 10s\n", &env).await;
     probe(&cli).await;
-    let log = std::fs::read_to_string(&cli.stderr).unwrap_or_default();
+    let log = cli.logs();
     assert!(log.contains("the Azure CLI's login"), "{log}");
     assert!(vault.emulator.counts(Operation::EntraToken).succeeded > before);
 }

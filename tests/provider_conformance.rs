@@ -16,10 +16,9 @@ mod azure_support;
 mod util;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, ExitCode, Output, Stdio};
+use std::process::{Command, ExitCode, Output};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -46,6 +45,7 @@ use kube_kms::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth}
 use kube_kms::server::errors::to_status;
 use libtest_mimic::{Arguments, Trial};
 use tonic::Code;
+use util::{BIN, ServedBinary};
 
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// Set (to the sandbox directory) in the inner run.
@@ -956,8 +956,6 @@ async fn pkcs11_debug_output_never_shows_the_pin() {
 // ---------------------------------------------------------------------------------------------
 // The kube-kms binary on SoftHSM, as an operator uses it.
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-kms");
-
 fn kube_kms(root: &Path, token: &str, pin: &str) -> Command {
     let mut command = Command::new(BIN);
     command
@@ -980,16 +978,6 @@ fn run(command: &mut Command) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A running `kube-kms serve`, killed when dropped.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn pkcs11_the_binary_creates_lists_and_serves_a_key() {
@@ -1031,20 +1019,10 @@ async fn pkcs11_the_binary_creates_lists_and_serves_a_key() {
     assert!(!stderr.contains("wrong-pin-0000"), "{stderr}");
 
     let socket = root.path().join("kms.sock");
-    let mut child = kube_kms(root.path(), &token, USER_PIN)
-        .args(["serve", "--socket"])
-        .arg(&socket)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let served = Served(child);
-    let ready = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.trim().starts_with("endpoint: "));
-    assert!(ready, "serve printed no EncryptionConfiguration");
+    let mut serve = kube_kms(root.path(), &token, USER_PIN);
+    serve.args(["serve", "--socket"]).arg(&socket);
+    // Fails the test unless serve prints its EncryptionConfiguration.
+    let served = ServedBinary::start_async(serve, &root.path().join("serve.log")).await;
 
     let probed = run(Command::new(BIN)
         .args(["probe", "--socket"])

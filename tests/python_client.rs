@@ -5,19 +5,19 @@
 //! This test never skips: without python3 or grpcio-tools it fails and says what to install.
 //! It never sleeps in place of a condition: every wait polls with a deadline.
 
+mod util;
+
 use std::fs::{self, File};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-kms");
+use util::{BIN, ServedBinary};
+
 const PYTHON_TEST: &str = "tests/python/test_kms_socket.py";
 const INSTALL_HINT: &str = "install Python 3.11+ and the client's packages with \
      `python3 -m pip install -r tests/python/requirements.txt`";
 
-/// How long the server may take to open its socket (a debug build, a loaded CI machine).
-const START_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the whole Python suite may take; it normally needs a few seconds.
 const PYTHON_DEADLINE: Duration = Duration::from_secs(300);
 /// How long the server may take to drain and exit after SIGTERM.
@@ -26,118 +26,20 @@ const POLL: Duration = Duration::from_millis(10);
 /// sun_path holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
-/// A `kube-kms serve` child that is killed if the test panics before stopping it.
-struct Server {
-    child: Option<Child>,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Server {
-    fn start(socket: &Path, state_dir: &Path, logs: &Path) -> Self {
-        let stdout = logs.join("serve.out");
-        let stderr = logs.join("serve.err");
-        let mut command = Command::new(BIN);
-        command
-            .arg("serve")
-            .arg("--socket")
-            .arg(socket)
-            .arg("--state-dir")
-            .arg(state_dir)
-            .args(["--refresh-interval", "100ms", "--log-level", "debug"])
-            .args(["--health-address", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("create serve.out"))
-            .stderr(File::create(&stderr).expect("create serve.err"));
-        remove_kube_kms_settings(&mut command);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {BIN} serve: {error}"));
-        Self {
-            child: Some(child),
-            stdout,
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "--- kube-kms serve stdout ---\n{}\n--- kube-kms serve stderr ---\n{}",
-            fs::read_to_string(&self.stdout).unwrap_or_default(),
-            fs::read_to_string(&self.stderr).unwrap_or_default()
-        )
-    }
-
-    /// Polls until the socket accepts a connection; fails if the server exits first.
-    fn wait_until_serving(&mut self, socket: &Path) {
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if UnixStream::connect(socket).is_ok() {
-                return;
-            }
-            if let Some(status) = self.try_wait() {
-                panic!(
-                    "kube-kms serve exited with {status} before serving\n{}",
-                    self.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kube-kms serve did not accept on {} within {START_DEADLINE:?}\n{}",
-                socket.display(),
-                self.output()
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-
-    fn try_wait(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        child
-            .try_wait()
-            .unwrap_or_else(|error| panic!("cannot wait for kube-kms serve: {error}"))
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn stop(&mut self) -> ExitStatus {
-        send_signal("TERM", self.pid());
-        let deadline = Instant::now() + STOP_DEADLINE;
-        loop {
-            if let Some(status) = self.try_wait() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kube-kms serve still running {STOP_DEADLINE:?} after SIGTERM\n{}",
-                self.output()
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Sends `signal` with the `kill` command (the crate forbids the unsafe libc call).
-fn send_signal(signal: &str, pid: u32) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap_or_else(|error| panic!("cannot run `kill -{signal} {pid}`: {error}"));
-    assert!(status.success(), "`kill -{signal} {pid}` failed: {status}");
+/// Starts `kube-kms serve` on `socket` with its stderr in `logs`/serve.err, and returns once it
+/// serves.
+fn start_server(socket: &Path, state_dir: &Path, logs: &Path) -> ServedBinary {
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["--refresh-interval", "100ms", "--log-level", "debug"])
+        .args(["--health-address", "127.0.0.1:0"]);
+    remove_kube_kms_settings(&mut command);
+    ServedBinary::start(command, &logs.join("serve.err"))
 }
 
 /// Keeps a developer's KUBE_KMS_* settings (config file, socket, …) out of the child, so the
@@ -227,8 +129,7 @@ fn python_grpcio_client_speaks_the_kms_contract() {
         socket.display()
     );
 
-    let mut server = Server::start(&socket, &state_dir, dir.path());
-    server.wait_until_serving(&socket);
+    let mut server = start_server(&socket, &state_dir, dir.path());
 
     let started = Instant::now();
     let (passed, output) = run_python_suite(&socket, &state_dir, server.pid(), dir.path());
@@ -237,15 +138,16 @@ fn python_grpcio_client_speaks_the_kms_contract() {
     assert!(
         passed,
         "the Python grpcio client failed after {elapsed:.2?}:\n{output}\n{}",
-        server.output()
+        server.logs()
     );
 
-    let status = server.stop();
+    server.signal("TERM");
+    let status = server.wait_for_exit(STOP_DEADLINE);
     assert_eq!(
         status.code(),
         Some(0),
         "kube-kms serve exited with {status} after SIGTERM\n{}",
-        server.output()
+        server.logs()
     );
     assert!(
         fs::symlink_metadata(&socket).is_err(),

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use kube_kms::proto::v2::key_management_service_client::KeyManagementServiceClient;
@@ -16,29 +16,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
 use super::TestVault;
+use crate::util::{BIN, ServedBinary};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-kms");
 /// kube-apiserver's default per-call timeout, sent as grpc-timeout.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest any one socket or HTTP call may take before the test fails instead of hanging.
 const HANG: Duration = Duration::from_secs(10);
 
-/// A running `kube-kms serve`.
+/// A running `kube-kms serve`, killed when dropped.
 pub struct ServedPlugin {
-    child: Child,
+    // Declared first, so the plugin is killed before its directory is removed.
+    plugin: ServedBinary,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
     pub ops: SocketAddr,
     client: KeyManagementServiceClient<Channel>,
-}
-
-impl Drop for ServedPlugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl TestVault {
@@ -70,7 +64,8 @@ impl ServedPlugin {
         let socket = dir.path().join("kms.sock");
         let log = dir.path().join("serve.log");
         std::fs::write(&config, yaml).expect("write the config file");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .env_clear()
             .env("HOME", dir.path())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -82,42 +77,24 @@ impl ServedPlugin {
             .arg("--state-dir")
             .arg(dir.path().join("state"))
             .args(["--health-address", "127.0.0.1:0", "--log-format", "json"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("kube-kms starts");
-        let mut child = Some(child);
-        let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
-        let (ops, serving) = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let ops = log_field(&text, "serving /healthz, /readyz and /metrics", "address");
-            if let Some(ops) = ops
-                && text.contains("serving KMS v2 and v1beta1")
-            {
-                break (ops, text);
-            }
-            if tokio::time::Instant::now() >= give_up
-                || child
-                    .as_mut()
-                    .is_some_and(|c| c.try_wait().ok().flatten().is_some())
-            {
-                if let Some(mut child) = child.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                panic!("kube-kms serve did not start serving:\n{text}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+            .args(args);
+        let plugin = ServedBinary::start_async(command, &log).await;
+        // Both lines are logged before the EncryptionConfiguration is printed.
+        let serving = plugin.logs();
+        let ops = log_field(
+            &serving,
+            "serving /healthz, /readyz and /metrics",
+            "address",
+        )
+        .filter(|_| serving.contains("serving KMS v2 and v1beta1"))
+        .unwrap_or_else(|| panic!("kube-kms serve did not start serving:\n{serving}"));
         let ops: SocketAddr = ops.parse().unwrap_or_else(|_| panic!("{serving}"));
         let channel = tokio::time::timeout(HANG, kube_kms::probe::connect(&socket))
             .await
             .expect("connects in time")
             .expect("the socket accepts");
         Self {
-            child: child.take().expect("running"),
+            plugin,
             dir,
             config,
             socket,
@@ -129,12 +106,12 @@ impl ServedPlugin {
 
     /// The process id, for signals.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.plugin.pid()
     }
 
     /// Everything the plugin logged so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.plugin.logs()
     }
 
     /// A new client on the socket (its own connection).
