@@ -18,6 +18,7 @@
 //! worker thread: every PKCS#11 call runs under `spawn_blocking`.
 
 mod admin;
+mod mechanism;
 mod token;
 mod wrapping;
 

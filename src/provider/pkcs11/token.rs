@@ -19,14 +19,15 @@ use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
-use cryptoki::mechanism::MechanismType;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use sha2::{Digest, Sha256};
 
-use super::wrapping::{self, WrapMechanism};
+use super::mechanism::WrapMechanism;
 use super::{Pin, PinSource, Pkcs11Config, TokenSelector, key_id};
+use crate::crypto::KEY_LEN;
 use crate::provider::{KeyVersion, ProviderError};
 
 /// Sessions kept open at most; a call beyond that waits for one to come back.
@@ -863,7 +864,7 @@ fn resolve_rsa(
         && bool_attribute(&public_attributes, AttributeType::Encrypt)
         && bool_attribute(&private_attributes, AttributeType::Decrypt);
     let oaep = if can_use {
-        wrapping::probe_oaep(session, public)?
+        probe_oaep(session, public)?
     } else {
         None
     };
@@ -876,6 +877,28 @@ fn resolve_rsa(
             oaep,
         },
     })
+}
+
+/// Which OAEP variant the token accepts with this public key: SHA-256 if it can, else SHA-1
+/// (SoftHSM 2.6 rejects SHA-256 OAEP parameters with CKR_ARGUMENTS_BAD), else none. Encrypts
+/// 32 zero bytes with the public key; nothing secret is involved.
+fn probe_oaep(session: &Session, public: ObjectHandle) -> Result<Option<WrapMechanism>, Failure> {
+    let probe = [0u8; KEY_LEN];
+    for mechanism in [WrapMechanism::RsaOaepSha256, WrapMechanism::RsaOaepSha1] {
+        let params = Mechanism::RsaPkcsOaep(mechanism.oaep_params());
+        match session.encrypt(&params, public, &probe) {
+            Ok(_) => return Ok(Some(mechanism)),
+            Err(error)
+                if is_rv(&error, RvError::ArgumentsBad)
+                    || is_rv(&error, RvError::MechanismParamInvalid)
+                    || is_rv(&error, RvError::MechanismInvalid) =>
+            {
+                continue;
+            }
+            Err(error) => return Err(Failure::Token(error)),
+        }
+    }
+    Ok(None)
 }
 
 fn misconfigured(reason: String) -> ProviderError {

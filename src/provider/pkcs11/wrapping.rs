@@ -17,13 +17,13 @@
 //! KEK through C_WrapKey and C_UnwrapKey are session objects, destroyed before returning.
 
 use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
-use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::mechanism::WrapMechanism;
 use super::token::{Failure, KeyHandles, ResolvedKey, TokenSession, is_rv};
 use crate::crypto::{KEY_LEN, NONCE_LEN, SecretKey, TAG_LEN, fill_random};
 use crate::provider::ProviderError;
@@ -34,59 +34,6 @@ const KEY_WRAP_PAD_LEN: usize = KEY_LEN + 8;
 const GCM_LEN: usize = NONCE_LEN + KEY_LEN + TAG_LEN;
 /// The longest RSA payload accepted (RSA-8192).
 const MAX_RSA_LEN: usize = 1024;
-
-/// How a KEK was wrapped; the first byte of every wrapped KEK.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WrapMechanism {
-    /// CKM_AES_KEY_WRAP_PAD with an AES key.
-    AesKeyWrapPad,
-    /// CKM_AES_GCM with an AES key, for tokens without key wrap with padding.
-    AesGcm,
-    /// CKM_RSA_PKCS_OAEP with SHA-256 and MGF1-SHA-256.
-    RsaOaepSha256,
-    /// CKM_RSA_PKCS_OAEP with SHA-1 and MGF1-SHA-1, for tokens that reject SHA-256 (SoftHSM 2.6).
-    RsaOaepSha1,
-}
-
-impl WrapMechanism {
-    fn tag(self) -> u8 {
-        match self {
-            Self::AesKeyWrapPad => 0x01,
-            Self::AesGcm => 0x02,
-            Self::RsaOaepSha256 => 0x03,
-            Self::RsaOaepSha1 => 0x04,
-        }
-    }
-
-    fn from_tag(tag: u8) -> Option<Self> {
-        [
-            Self::AesKeyWrapPad,
-            Self::AesGcm,
-            Self::RsaOaepSha256,
-            Self::RsaOaepSha1,
-        ]
-        .into_iter()
-        .find(|mechanism| mechanism.tag() == tag)
-    }
-
-    /// The PKCS#11 name, for logs and `kube-kms keys list`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::AesKeyWrapPad => "CKM_AES_KEY_WRAP_PAD",
-            Self::AesGcm => "CKM_AES_GCM",
-            Self::RsaOaepSha256 => "CKM_RSA_PKCS_OAEP (SHA-256)",
-            Self::RsaOaepSha1 => "CKM_RSA_PKCS_OAEP (SHA-1)",
-        }
-    }
-
-    fn oaep_params(self) -> PkcsOaepParams<'static> {
-        let (hash, mgf) = match self {
-            Self::RsaOaepSha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
-            _ => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-        };
-        PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty())
-    }
-}
 
 /// A wrapped KEK whose mechanism byte and length have been checked.
 #[derive(Debug)]
@@ -292,49 +239,9 @@ fn unwrap_to_bytes(
     Ok(value)
 }
 
-/// Which OAEP variant the token accepts with this public key: SHA-256 if it can, else SHA-1
-/// (SoftHSM 2.6 rejects SHA-256 OAEP parameters with CKR_ARGUMENTS_BAD), else none. Encrypts
-/// 32 zero bytes with the public key; nothing secret is involved.
-pub(super) fn probe_oaep(
-    session: &Session,
-    public: ObjectHandle,
-) -> Result<Option<WrapMechanism>, Failure> {
-    let probe = [0u8; KEY_LEN];
-    for mechanism in [WrapMechanism::RsaOaepSha256, WrapMechanism::RsaOaepSha1] {
-        let params = Mechanism::RsaPkcsOaep(mechanism.oaep_params());
-        match session.encrypt(&params, public, &probe) {
-            Ok(_) => return Ok(Some(mechanism)),
-            Err(error)
-                if is_rv(&error, RvError::ArgumentsBad)
-                    || is_rv(&error, RvError::MechanismParamInvalid)
-                    || is_rv(&error, RvError::MechanismInvalid) =>
-            {
-                continue;
-            }
-            Err(error) => return Err(Failure::Token(error)),
-        }
-    }
-    Ok(None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mechanism_bytes_round_trip_and_unknown_ones_are_refused() {
-        for mechanism in [
-            WrapMechanism::AesKeyWrapPad,
-            WrapMechanism::AesGcm,
-            WrapMechanism::RsaOaepSha256,
-            WrapMechanism::RsaOaepSha1,
-        ] {
-            assert_eq!(WrapMechanism::from_tag(mechanism.tag()), Some(mechanism));
-        }
-        for tag in [0x00, 0x05, 0xff] {
-            assert_eq!(WrapMechanism::from_tag(tag), None);
-        }
-    }
 
     #[test]
     fn lengths_are_checked_before_the_token_sees_anything() {
