@@ -9,6 +9,7 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api_version::API_VERSIONS;
 use crate::certificates::CertificateInfo;
 use crate::certs_api;
 use crate::error::{EmulatorError, ServiceError};
@@ -121,7 +122,7 @@ async fn serve(shared: &Arc<Shared>, req: &mut Req) -> Result<Resp, Resp> {
             "app_service_url": shared.config.imds_url.as_ref().map(|u| format!("{u}/msi/token")),
             "identity_header": shared.config.identity_header,
             "ca_pem_path": shared.config.ca_pem_path,
-            "api_versions": crate::router::API_VERSIONS,
+            "api_versions": API_VERSIONS,
         }))),
         (&Method::POST, ["keys", name]) => {
             let spec: KeySpec = body(req).await?;

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod api_version;
 pub mod b64;
 pub mod bundle;
 pub mod certificates;

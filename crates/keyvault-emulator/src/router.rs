@@ -10,7 +10,6 @@ use std::sync::Arc;
 use http::Method;
 use hyper::body::Incoming;
 
-use crate::admin;
 use crate::entra;
 use crate::error::ServiceError;
 use crate::faults::{Outcome, Verdict};
@@ -18,10 +17,8 @@ use crate::http::{Dropped, Req, Resp, service_error};
 use crate::managed_identity::{self, Flavor};
 use crate::model::{ObjectKind, Operation};
 use crate::state::{Shared, now_secs};
+use crate::{admin, api_version};
 use crate::{certs_api, keys_api, secrets_api};
-
-/// api-versions the emulator accepts (2026-04-01 is the default of the 4.12 Python SDKs).
-pub const API_VERSIONS: [&str; 5] = ["2026-04-01", "2025-07-01", "7.6", "7.5", "7.4"];
 
 /// A routed vault request: keys, secrets or certificates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,7 +263,7 @@ async fn vault_pipeline(
         Verdict::Respond(error) => return Ok(Err(error)),
         Verdict::Proceed => {}
     }
-    if let Err(error) = check_api_version(req) {
+    if let Err(error) = api_version::check(req.query("api-version")) {
         return Ok(Err(error));
     }
     if let Err(error) = authorize(shared, &client_id, op) {
@@ -277,19 +274,6 @@ async fn vault_pipeline(
         Route::Secrets(route) => secrets_api::handle(shared, route, req).await,
         Route::Certificates(route) => certs_api::handle(shared, route, req).await,
     })
-}
-
-fn check_api_version(req: &Req) -> Result<(), ServiceError> {
-    match req.query("api-version") {
-        None | Some("") => Err(ServiceError::bad_parameter(
-            "The api-version query parameter is missing or empty.",
-        )),
-        Some(version) if API_VERSIONS.contains(&version) => Ok(()),
-        Some(version) => Err(ServiceError::bad_parameter(format!(
-            "The specified version ({version}) is not recognized. Consider using the latest \
-             supported version (2025-07-01)."
-        ))),
-    }
 }
 
 /// The caller's client id, from a bearer token this emulator issued for this vault.
