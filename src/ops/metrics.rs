@@ -18,6 +18,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::envelope::{Envelope, EnvelopeSnapshot};
+use crate::provider::instrumented::CallRecorder;
 use crate::provider::{ProviderError, ProviderHealth};
 
 /// Labels of a gRPC request.
@@ -185,6 +186,19 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// How the provider wrapper ([`crate::provider::instrumented::Instrumented`]) reaches the
+/// remote-call metrics.
+impl CallRecorder for Metrics {
+    fn record_call(
+        &self,
+        operation: &'static str,
+        result: Result<(), &ProviderError>,
+        elapsed: Duration,
+    ) {
+        self.record_remote(operation, result, elapsed);
     }
 }
 

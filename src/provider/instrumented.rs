@@ -1,5 +1,9 @@
-//! A [`KeyProvider`] wrapper that times and counts every call into the plugin's metrics, so
+//! A [`KeyProvider`] wrapper that times every call and reports it to a [`CallRecorder`], so
 //! every provider — local, Azure, PKCS#11 — reports remote calls the same way.
+//!
+//! The recorder is a trait so that the provider layer never depends on the metrics that
+//! implement it (`ops::metrics::Metrics`, which reads the envelope, which uses providers). It
+//! records only the operation, the outcome and the time: never a key version or wrapped bytes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,18 +12,29 @@ use async_trait::async_trait;
 
 use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use crate::crypto::SecretKey;
-use crate::ops::metrics::Metrics;
 
-/// Wraps `inner`, recording each refresh, wrap and unwrap in `metrics`.
+/// Where [`Instrumented`] reports each call to the provider it wraps.
+pub trait CallRecorder: Send + Sync {
+    /// Records one call: `operation` is "refresh", "wrap" or "unwrap", `result` its outcome
+    /// and `elapsed` how long it took.
+    fn record_call(
+        &self,
+        operation: &'static str,
+        result: Result<(), &ProviderError>,
+        elapsed: Duration,
+    );
+}
+
+/// Wraps `inner`, reporting each refresh, wrap and unwrap to `recorder`.
 pub struct Instrumented {
     inner: Arc<dyn KeyProvider>,
-    metrics: Arc<Metrics>,
+    recorder: Arc<dyn CallRecorder>,
 }
 
 impl Instrumented {
-    /// Instruments `inner`.
-    pub fn new(inner: Arc<dyn KeyProvider>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+    /// Instruments `inner`; the plugin passes its `ops::metrics::Metrics` as `recorder`.
+    pub fn new(inner: Arc<dyn KeyProvider>, recorder: Arc<impl CallRecorder + 'static>) -> Self {
+        Self { inner, recorder }
     }
 
     fn record<T>(
@@ -28,8 +43,8 @@ impl Instrumented {
         started: Instant,
         result: &Result<T, ProviderError>,
     ) {
-        self.metrics
-            .record_remote(operation, result.as_ref().map(|_| ()), started.elapsed());
+        self.recorder
+            .record_call(operation, result.as_ref().map(|_| ()), started.elapsed());
     }
 }
 
