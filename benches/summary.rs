@@ -80,6 +80,30 @@ fn comparisons() -> Vec<Comparison> {
             });
         }
     }
+    for (label, figure) in [
+        (
+            "no-adapter-again",
+            "Decrypt over the socket, 64 callers, no adapter (a second connection: the run's noise)",
+        ),
+        (
+            "adapter-localhost",
+            "Decrypt over the socket, 64 callers, through the :authority adapter, authority localhost (passthrough)",
+        ),
+        (
+            "adapter-socket-path",
+            "Decrypt over the socket, 64 callers, through the :authority adapter, authority the socket path (every header block re-encoded)",
+        ),
+    ] {
+        all.push(Comparison {
+            id: format!("socket_authority_{label}_64"),
+            figure: figure.into(),
+            ours: format!("socket_authority/{label}/64"),
+            baseline_name: "no-op RPC, same tonic stack, served without the adapter".into(),
+            baseline: "socket_authority/no-adapter/64".into(),
+            kind: Kind::Throughput,
+            target: None,
+        });
+    }
     all
 }
 

@@ -15,13 +15,17 @@
 )]
 
 use std::collections::HashMap;
+use std::io;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use azure_access::auth::{AuthMode, AzureEnv, SecretSource};
 use grpc_uds::socket;
+use hyper_util::rt::TokioIo;
 use keyvault_emulator::{
     Emulator, Fault, FaultRule, IdentitySpec, KeySpec, Operation, Options, Permission,
     RunningEmulator,
@@ -31,7 +35,9 @@ use kube_kms::envelope::Envelope;
 use kube_kms::envelope::format::{KEY_VERSION_ANNOTATION, WRAPPED_KEK_ANNOTATION};
 use kube_kms::envelope::kek::RotationPolicy;
 use kube_kms::proto::v2::key_management_service_client::KeyManagementServiceClient;
-use kube_kms::proto::v2::key_management_service_server::KeyManagementService;
+use kube_kms::proto::v2::key_management_service_server::{
+    KeyManagementService, KeyManagementServiceServer,
+};
 use kube_kms::proto::v2::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
 };
@@ -41,7 +47,10 @@ use kube_kms::provider::guard::{GuardPolicy, Guarded};
 use kube_kms::provider::local::LocalKeyRing;
 use kube_kms::provider::{KeyProvider, KeyVersion};
 use kube_kms::server;
-use tonic::transport::Channel;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Request, Response, Status};
 
 /// The simulated remote latency of the cold-start and per-call-remote benches: 20 ms per call.
@@ -349,6 +358,20 @@ pub enum Service {
     Noop(NoopKms),
     /// The per-call-remote pattern, via `server::serve_v2_only`.
     PerCallRemote(PerCallRemote),
+    /// The no-op floor served with `server::LIMITS` straight through `grpc_uds`, with or without
+    /// the `:authority` adapter: what the adapter alone costs.
+    Transport(NoopKms, Adapter),
+}
+
+/// Whether a [`Service::Transport`] hands connections to hyper through the `:authority`
+/// adapter (`grpc_uds::serve`, as every product serves) or as accepted
+/// (`grpc_uds::serve_without_authority_adapter`, tonic over a plain `UnixListenerStream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    /// `grpc_uds::serve`.
+    With,
+    /// `grpc_uds::serve_without_authority_adapter`.
+    Without,
 }
 
 impl Served {
@@ -381,6 +404,26 @@ impl Served {
                     Service::PerCallRemote(remote) => {
                         server::serve_v2_only(listener, remote, stop).await
                     }
+                    Service::Transport(noop, adapter) => {
+                        let routes = Routes::new(grpc_uds::limit_messages!(
+                            KeyManagementServiceServer::new(noop),
+                            server::LIMITS
+                        ));
+                        match adapter {
+                            Adapter::With => {
+                                grpc_uds::serve(listener, routes, server::LIMITS, stop).await
+                            }
+                            Adapter::Without => {
+                                grpc_uds::serve_without_authority_adapter(
+                                    listener,
+                                    routes,
+                                    server::LIMITS,
+                                    stop,
+                                )
+                                .await
+                            }
+                        }
+                    }
                 }
             });
             served.expect("server stops cleanly");
@@ -397,6 +440,14 @@ impl Served {
     /// A client on one new connection to this socket, as kube-apiserver connects.
     pub async fn client(&self) -> KeyManagementServiceClient<Channel> {
         client(&self.socket).await
+    }
+
+    /// A client on one new connection to this socket whose requests carry `authority`.
+    pub async fn client_sending(
+        &self,
+        authority: SentAuthority,
+    ) -> Result<KeyManagementServiceClient<Channel>, tonic::transport::Error> {
+        client_sending(&self.socket, authority).await
     }
 }
 
@@ -418,6 +469,219 @@ pub async fn client(socket: &Path) -> KeyManagementServiceClient<Channel> {
             .await
             .expect("client connects"),
     )
+}
+
+/// The `:authority` a [`client_sending`] client's requests carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentAuthority {
+    /// `localhost`, as kube-apiserver's KMS v2 client sends: the adapter passes every header
+    /// block byte-for-byte.
+    Localhost,
+    /// The socket path, as grpc-go (kube-apiserver's KMS v1 client) sends: once as a literal
+    /// that enters the HPACK dynamic table, then as an index into it. h2 refuses it, so the
+    /// adapter re-encodes every header block on the connection.
+    SocketPath,
+}
+
+/// A tonic v2 client on one new connection to `socket`, like [`client`] (same endpoint, same
+/// connector shape), whose every request carries `authority`. tonic cannot send an authority
+/// `http::uri::Authority` refuses, and that is exactly what h2 refuses and the adapter rewrites;
+/// so for [`SentAuthority::SocketPath`] the connection's [`FirstAuthority`] replaces the
+/// `localhost` literal of the first header block with the path on the wire. Both kinds go
+/// through that wrapper, so the client's own cost is the same for both.
+pub async fn client_sending(
+    socket: &Path,
+    authority: SentAuthority,
+) -> Result<KeyManagementServiceClient<Channel>, tonic::transport::Error> {
+    let socket = socket.to_owned();
+    let channel = Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = UnixStream::connect(&socket).await?;
+                let path = match authority {
+                    SentAuthority::Localhost => None,
+                    SentAuthority::SocketPath => Some(socket.as_os_str().as_encoded_bytes()),
+                };
+                Ok::<_, io::Error>(TokioIo::new(FirstAuthority::new(stream, path)))
+            }
+        }))
+        .await?;
+    Ok(KeyManagementServiceClient::new(channel))
+}
+
+/// A client connection that, when given a path, rewrites the `:authority` of the first HTTP/2
+/// header block it writes from h2's `localhost` literal to that path (a literal with
+/// incremental indexing, not Huffman-coded, as grpc-go sends it); h2's later requests refer to
+/// that dynamic table entry by index, so the server decodes the path in every request. From
+/// that block on, and without a path from the start, bytes pass straight through.
+///
+/// It understands only what h2's client writes first (the preface, frames, then one HEADERS
+/// frame opening with indexed fields and the `:authority` literal) and panics on anything
+/// else: a bench must not silently measure the wrong mode. The dynamic table entry is larger on
+/// the server's side than h2 counts it; nothing is evicted while the table holds one request's
+/// few headers, well under its 4096 bytes.
+pub struct FirstAuthority {
+    io: UnixStream,
+    /// The client's bytes held until the first header block is rewritten: `Some` until then.
+    held: Option<(Vec<u8>, Vec<u8>)>,
+    /// Bytes ready for the socket that it has not taken yet.
+    out: Vec<u8>,
+    sent: usize,
+}
+
+const H2_PREFACE_LEN: usize = 24;
+const H2_FRAME_HEADER_LEN: usize = 9;
+
+impl FirstAuthority {
+    fn new(io: UnixStream, path: Option<&[u8]>) -> Self {
+        Self {
+            io,
+            held: path.map(|path| (path.to_vec(), Vec::new())),
+            out: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// Moves the preface and every complete frame of `held` to `out`, rewriting the first
+    /// HEADERS frame; after that one, moves the rest and stops holding.
+    fn take_frames(&mut self) {
+        let Some((path, held)) = &mut self.held else {
+            return;
+        };
+        loop {
+            if held.starts_with(b"PRI * HTTP/2.0") {
+                // h2 writes the whole preface at once, first; no frame header starts with 'P'
+                // (a length of 5 MiB or more).
+                assert!(held.len() >= H2_PREFACE_LEN, "the preface in one write");
+                self.out.extend(held.drain(..H2_PREFACE_LEN));
+            }
+            let Some(header) = held.get(..H2_FRAME_HEADER_LEN) else {
+                return;
+            };
+            let len =
+                usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            let (kind, flags) = (header[3], header[4]);
+            let end = H2_FRAME_HEADER_LEN + len;
+            if held.len() < end {
+                return;
+            }
+            if kind != 0x1 {
+                self.out.extend(held.drain(..end));
+                continue;
+            }
+            assert_eq!(
+                flags & 0x2c,
+                0x04,
+                "h2's first HEADERS frame is expected whole, unpadded, without priority"
+            );
+            let block = &held[H2_FRAME_HEADER_LEN..end];
+            let literal = block
+                .iter()
+                .position(|&byte| byte & 0x80 == 0)
+                .expect("a literal in h2's first header block");
+            assert_eq!(
+                block[literal], 0x41,
+                "h2's first literal is expected to be :authority with incremental indexing"
+            );
+            let value_len = usize::from(block[literal + 1] & 0x7f);
+            let path_len = u8::try_from(path.len())
+                .ok()
+                .filter(|&len| len < 0x7f && value_len < 0x7f)
+                .expect("authorities short enough for a one-byte length");
+            let mut rewritten = block[..literal].to_vec();
+            rewritten.extend([0x41, path_len]);
+            rewritten.extend_from_slice(path);
+            rewritten.extend_from_slice(&block[literal + 2 + value_len..]);
+            let len = rewritten.len().to_be_bytes();
+            self.out.extend_from_slice(&len[len.len() - 3..]);
+            self.out.extend_from_slice(&header[3..]);
+            self.out.extend(rewritten);
+            self.out.extend_from_slice(&held[end..]);
+            self.held = None;
+            return;
+        }
+    }
+
+    /// Writes `out` to the socket until it is empty.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.out.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.out.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for FirstAuthority {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FirstAuthority {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        match &mut this.held {
+            None => Pin::new(&mut this.io).poll_write(cx, buf),
+            Some((_, held)) => {
+                held.extend_from_slice(buf);
+                this.take_frames();
+                Poll::Ready(Ok(buf.len()))
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        match &mut this.held {
+            None => Pin::new(&mut this.io).poll_write_vectored(cx, bufs),
+            Some((_, held)) => {
+                let mut n = 0;
+                for buf in bufs {
+                    held.extend_from_slice(buf);
+                    n += buf.len();
+                }
+                this.take_frames();
+                Poll::Ready(Ok(n))
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
 }
 
 /// One RPC the load driver repeats.

@@ -17,4 +17,6 @@ mod serving;
 pub mod socket;
 
 pub use authority::{AuthorityAdapter, Incoming, incoming};
+#[doc(hidden)]
+pub use serving::serve_without_authority_adapter;
 pub use serving::{Limits, serve};

@@ -11,8 +11,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
 use tonic::service::Routes;
+use tonic::transport::server::Connected;
 
 /// The limits a service is served under. Each product states its own (the KMS plugin's are in
 /// its `server` module); none has a default, so none is chosen by accident.
@@ -59,6 +61,33 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_incoming(crate::incoming(listener), routes, limits, shutdown).await
+}
+
+/// [`serve`] with each connection handed to hyper as accepted, without the
+/// [`crate::AuthorityAdapter`]: only for `benches/socket.rs`, which measures what the adapter
+/// costs against this. A client that sends the socket path as `:authority` is refused here.
+#[doc(hidden)]
+pub async fn serve_without_authority_adapter(
+    listener: UnixListener,
+    routes: Routes,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    serve_incoming(incoming, routes, limits, shutdown).await
+}
+
+async fn serve_incoming<IO, IE>(
+    incoming: impl tokio_stream::Stream<Item = Result<IO, IE>>,
+    routes: Routes,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (shutdown_began, began) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
@@ -79,7 +108,7 @@ pub async fn serve(
         .concurrency_limit_per_connection(limits.max_concurrent_requests)
         .max_concurrent_streams(u32::try_from(limits.max_concurrent_requests).ok())
         .add_routes(routes)
-        .serve_with_incoming_shutdown(crate::incoming(listener), shutdown);
+        .serve_with_incoming_shutdown(incoming, shutdown);
     tokio::select! {
         result = serving => result,
         () = drain_limit => {
