@@ -6,6 +6,7 @@
 
 use loona_hpack::Decoder;
 
+use crate::authority::hpack::{BlockDecoder, HpackError};
 use crate::authority::{ClientStream, HEADER_TABLE_SIZE, encode_integer, h2_accepts};
 
 use self::h2::PREFACE;
@@ -46,6 +47,7 @@ pub mod h2 {
 /// mid-frame), every header block decodable by a fresh server-side HPACK decoder, and every
 /// `:authority` in them one that h2 accepts. A stream that is not HTTP/2 passes unchanged.
 pub fn client_stream(data: &[u8]) {
+    hpack_block(data);
     let Some((&chunk, input)) = data.split_first() else {
         return;
     };
@@ -88,6 +90,36 @@ pub fn client_stream(data: &[u8]) {
                     "stream {stream_id} reaches the server with :authority {:?}",
                     String::from_utf8_lossy(value)
                 );
+            }
+        }
+    }
+}
+
+/// Decodes `data` twice on one connection as a header block with the adapter's HPACK decoder
+/// and with `loona-hpack`'s, and checks they agree: the same fields whenever the adapter's
+/// decodes, which refuses nothing `loona-hpack` accepts except a table size update after a
+/// field (which h2 refuses too).
+pub fn hpack_block(data: &[u8]) {
+    let mut ours = BlockDecoder::new(HEADER_TABLE_SIZE);
+    let mut theirs = Decoder::new();
+    theirs.set_max_allowed_table_size(HEADER_TABLE_SIZE);
+    for round in 0..2 {
+        let mut decoded = Vec::new();
+        let our_result = ours.decode(data, |name, value| {
+            decoded.push((name.to_vec(), value.to_vec()));
+        });
+        let mut expected = Vec::new();
+        let their_result = theirs.decode_with_cb(data, |name, value| {
+            expected.push((name.to_vec(), value.to_vec()));
+        });
+        match (our_result, their_result) {
+            (Ok(()), Ok(())) => assert_eq!(decoded, expected, "round {round}"),
+            (Ok(()), Err(error)) => {
+                panic!("round {round}: loona-hpack refuses ({error:?}) a block the adapter decodes")
+            }
+            (Err(HpackError::LateTableSizeUpdate), _) | (Err(_), Err(_)) => return,
+            (Err(error), Ok(())) => {
+                panic!("round {round}: the adapter refuses ({error}) a block loona-hpack decodes")
             }
         }
     }

@@ -258,7 +258,7 @@ fn table_size_updates_evict_and_are_dropped_from_rewritten_blocks() {
         result,
         Err(AuthorityError::Hpack {
             stream_id: 5,
-            error: DecoderError::HeaderIndexOutOfBounds
+            error: HpackError::InvalidIndex
         })
     );
     // A size above the server's SETTINGS_HEADER_TABLE_SIZE is the client's error.
@@ -267,7 +267,7 @@ fn table_size_updates_evict_and_are_dropped_from_rewritten_blocks() {
         run(&too_big).0,
         Err(AuthorityError::Hpack {
             stream_id: 1,
-            error: DecoderError::InvalidMaxDynamicSize
+            error: HpackError::TableSizeAboveLimit
         })
     );
 }
@@ -435,9 +435,7 @@ fn broken_framing_fails_the_connection() {
             vec![frame(HEADERS, END_HEADERS, 1, &[0xff])],
             AuthorityError::Hpack {
                 stream_id: 1,
-                error: DecoderError::IntegerDecodingError(
-                    loona_hpack::decoder::IntegerDecodingError::NotEnoughOctets,
-                ),
+                error: HpackError::Truncated,
             },
         ),
     ] {
@@ -510,7 +508,7 @@ fn errors_say_what_failed_and_what_was_expected() {
     }
     let hpack = AuthorityError::Hpack {
         stream_id: 1,
-        error: DecoderError::HeaderIndexOutOfBounds,
+        error: HpackError::InvalidIndex,
     };
     assert!(
         std::error::Error::source(&hpack).is_some(),
