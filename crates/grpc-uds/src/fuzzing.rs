@@ -106,7 +106,8 @@ pub fn client_stream(data: &[u8]) {
 /// Decodes `data` twice on one connection as a header block with the adapter's HPACK decoder
 /// and with `loona-hpack`'s, and checks they agree: the same fields whenever the adapter's
 /// decodes, which refuses nothing `loona-hpack` accepts except a table size update after a
-/// field (which h2 refuses too).
+/// field (which h2 refuses too), and accepts nothing it refuses except a block of only size
+/// updates (which h2 accepts too).
 pub fn hpack_block(data: &[u8]) {
     let mut ours = BlockDecoder::new(HEADER_TABLE_SIZE);
     let mut theirs = Decoder::new();
@@ -122,6 +123,9 @@ pub fn hpack_block(data: &[u8]) {
         });
         match (our_result, their_result) {
             (Ok(()), Ok(())) => assert_eq!(decoded, expected, "round {round}"),
+            // A block of nothing but size updates: h2's decoder accepts it, as the adapter's
+            // does; loona-hpack alone refuses it.
+            (Ok(()), Err(loona_hpack::decoder::DecoderError::SizeUpdateAtEnd)) => return,
             (Ok(()), Err(error)) => {
                 panic!("round {round}: loona-hpack refuses ({error:?}) a block the adapter decodes")
             }
