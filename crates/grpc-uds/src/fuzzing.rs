@@ -208,9 +208,16 @@ pub fn server_view(bytes: &[u8]) -> Result<ServerView, String> {
         if flags & 0x4 != 0
             && let Some((open, collected)) = block.take()
         {
-            let headers = decoder
-                .decode(&collected)
-                .map_err(|error| format!("stream {open}: HPACK: {error}"))?;
+            let mut headers = Vec::new();
+            let decoded = decoder.decode_with_cb(&collected, |name, value| {
+                headers.push((name.into_owned(), value.into_owned()));
+            });
+            match decoded {
+                // h2 accepts a block that ends with (or is only) size updates; loona-hpack
+                // applies them, then refuses the block.
+                Ok(()) | Err(loona_hpack::decoder::DecoderError::SizeUpdateAtEnd) => {}
+                Err(error) => return Err(format!("stream {open}: HPACK: {error}")),
+            }
             view.blocks.push((open, headers));
         }
     }
