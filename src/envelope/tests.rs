@@ -232,10 +232,12 @@ async fn every_encrypt_that_succeeds_across_revocations_decrypts() {
             .unwrap(),
     );
     let stop = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for client in 0..32u32 {
         let envelope = Arc::clone(&envelope);
         let stop = Arc::clone(&stop);
+        let attempts = Arc::clone(&attempts);
         clients.push(tokio::spawn(async move {
             let (mut v2, mut v1) = (Vec::new(), Vec::new());
             let mut request = 0u32;
@@ -249,20 +251,28 @@ async fn every_encrypt_that_succeeds_across_revocations_decrypts() {
                 } else if let Ok(blob) = envelope.encrypt_v1(&plaintext).await {
                     v1.push((plaintext, blob));
                 }
+                attempts.fetch_add(1, Ordering::AcqRel);
                 tokio::task::yield_now().await;
             }
             (v2, v1)
         }));
     }
+    // Every phase lasts until the clients have made another 64 Encrypts in it.
+    let phase = || async {
+        let target = attempts.load(Ordering::Acquire) + 64;
+        while attempts.load(Ordering::Acquire) < target {
+            tokio::task::yield_now().await;
+        }
+    };
     for round in 0..6 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        phase().await;
         *provider.revoked.lock().unwrap() = Some(format!("key disabled (round {round})"));
         let _ = envelope.refresh().await;
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        phase().await;
         *provider.revoked.lock().unwrap() = None;
         envelope.refresh().await.unwrap();
     }
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    phase().await;
     stop.store(true, Ordering::Release);
     let (mut v2, mut v1) = (Vec::new(), Vec::new());
     for client in clients {
@@ -271,7 +281,7 @@ async fn every_encrypt_that_succeeds_across_revocations_decrypts() {
         v1.extend(blobs);
     }
     assert!(
-        v2.len() > 100 && v1.len() > 100,
+        !v2.is_empty() && !v1.is_empty(),
         "the clients encrypted throughout: {} v2, {} v1",
         v2.len(),
         v1.len()
