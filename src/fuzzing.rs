@@ -145,6 +145,8 @@ fn check_outcome(
 /// fuzzing provider: lets tests check that committed seeds reach the decryption.
 pub fn opens(data: &[u8], v2: bool) -> bool {
     let fixture = Fixture::get();
+    // Its unwraps must not land in another input's count (the corpus tests run in parallel).
+    let _one_input_at_a_time = fixture.serial();
     let envelope = fixture.envelope();
     if v2 {
         let Ok(request) = crate::proto::v2::DecryptRequest::decode(data) else {
@@ -167,6 +169,7 @@ pub fn opens(data: &[u8], v2: bool) -> bool {
 /// for the corpora (written by `cargo test --test fuzz_corpus -- --ignored write_seeds`).
 pub fn seed_requests() -> Vec<(&'static str, Vec<u8>)> {
     let fixture = Fixture::get();
+    let _one_input_at_a_time = fixture.serial();
     let envelope = fixture.envelope();
     let plaintext = [7u8; 32];
     let sealed = fixture
