@@ -5,7 +5,10 @@
 //! crate holds only what is the provider's: the proto, the service and its limits. It never
 //! writes to a pod's volume (the driver does) and never logs secret content.
 
+pub mod azure;
+pub mod files;
 pub mod proto;
+pub mod request;
 pub mod service;
 
 use std::future::Future;
