@@ -6,7 +6,11 @@
 //! writes to a pod's volume (the driver does) and never logs secret content.
 
 pub mod azure;
+pub mod errors;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod jmes;
 pub mod proto;
 pub mod request;
 pub mod service;

@@ -9,5 +9,10 @@
 //! Never writes to the pod's volume, never logs secret content, never contacts a host that is
 //! not `<keyvaultName>.<the cloud's vault suffix>` or the cloud's Entra ID authority.
 
+pub mod cache;
+pub mod content;
 pub mod fetched;
+pub mod identity;
+pub mod mount;
 pub mod spec;
+pub mod vault;
