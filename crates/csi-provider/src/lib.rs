@@ -11,6 +11,7 @@ pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jmes;
+pub mod metrics;
 pub mod proto;
 pub mod request;
 pub mod service;
