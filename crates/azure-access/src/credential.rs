@@ -1,5 +1,6 @@
 //! An Entra ID credential ready to hand to an SDK client: either one of the process's own
-//! identity (built by [`crate::auth`]), or one made from a client assertion held in memory —
+//! identity (built by [`crate::auth`]), or one made from material held in memory — a client
+//! assertion or a client secret a pod's Mount request carries, or the node's managed identity —
 //! how the Secrets Store CSI provider acts as a pod. The pod's service-account token arrives in
 //! the Mount request; [`Credential::from_client_assertion`] exchanges it at the cloud's Entra ID
 //! token endpoint (client-credentials grant, `client_assertion_type` jwt-bearer) for a token of
@@ -12,10 +13,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use azure_core::credentials::TokenCredential;
+use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientMethodOptions, HttpClient};
 use azure_identity::{
     ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -68,6 +71,64 @@ impl Credential {
         Ok(Self::new(credential, description))
     }
 
+    /// A credential for application `client_id` in `tenant_id` that proves itself with the
+    /// client secret `secret` (held in memory, e.g. from a pod's nodePublishSecretRef). Tokens
+    /// are requested from `cloud`'s authority through `http`, with the SDK's retries off; the
+    /// SDK caches them per credential until shortly before they expire.
+    pub fn from_client_secret(
+        tenant_id: &str,
+        client_id: &str,
+        secret: SecretString,
+        cloud: &Cloud,
+        http: &Arc<dyn HttpClient>,
+    ) -> Result<Self, Error> {
+        let description = format!("client secret (client {client_id}, tenant {tenant_id})");
+        if secret.expose_secret().trim().is_empty() {
+            return Err(Error::Misconfigured {
+                reason: format!("the {description} is empty"),
+            });
+        }
+        let credential = ClientSecretCredential::new(
+            tenant_id,
+            client_id.to_owned(),
+            Secret::new(secret.expose_secret().to_owned()),
+            Some(ClientSecretCredentialOptions {
+                client_options: client_options(http, cloud),
+            }),
+        )
+        .map_err(|error| Error::Misconfigured {
+            reason: format!("cannot set up the {description}: {error}"),
+        })?;
+        Ok(Self::new(credential, description))
+    }
+
+    /// The host's managed identity: the user-assigned one with `user_assigned_client_id`, else
+    /// the system-assigned one. `http` must be a [`Route::ManagedIdentity`] client (no proxy,
+    /// plain HTTP). The SDK credential chooses the endpoint from the environment (App Service's
+    /// IDENTITY_ENDPOINT, else the VM's IMDS) and retries IMDS by its own policy (about 72 s at
+    /// most, whatever the client options say): callers bound it with their deadline.
+    ///
+    /// [`Route::ManagedIdentity`]: crate::client::Route::ManagedIdentity
+    pub fn managed_identity(
+        user_assigned_client_id: Option<&str>,
+        cloud: &Cloud,
+        http: &Arc<dyn HttpClient>,
+    ) -> Result<Self, Error> {
+        let description = match user_assigned_client_id {
+            Some(id) => format!("user-assigned managed identity (client id {id})"),
+            None => "system-assigned managed identity".to_owned(),
+        };
+        let credential = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+            user_assigned_id: user_assigned_client_id
+                .map(|id| UserAssignedId::ClientId(id.to_owned())),
+            client_options: client_options(http, cloud),
+        }))
+        .map_err(|error| Error::Misconfigured {
+            reason: format!("cannot set up the {description}: {error}"),
+        })?;
+        Ok(Self::new(credential, description))
+    }
+
     /// The mode and its non-secret parameters, for logs.
     pub fn describe(&self) -> &str {
         &self.description
@@ -110,10 +171,12 @@ impl ClientAssertion for InMemoryAssertion {
 mod tests {
     use std::time::Duration;
 
-    use keyvault_emulator::{Emulator, FederatedCredential, Options};
+    use keyvault_emulator::{Emulator, FederatedCredential, ManagedKind, Options};
 
     use super::*;
-    use crate::client::{Route, TransportOptions, http_client};
+    use crate::client::{
+        InsecureOverrides, Route, TransportOptions, http_client, http_client_with,
+    };
     use crate::cloud::CloudName;
     use crate::errors::{Class, classify};
 
@@ -191,6 +254,104 @@ mod tests {
             &http,
         );
         assert!(empty.is_err());
+        emulator.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_secret_held_in_memory_gets_a_token_and_a_wrong_one_is_refused() {
+        let emulator = Emulator::start(Options::key_vault())
+            .await
+            .expect("the emulator starts");
+        emulator
+            .register_client_secret(CLIENT, "right-secret")
+            .expect("register the identity");
+        let transport = TransportOptions {
+            ca_file: Some(emulator.ca_pem_path().to_owned()),
+            ..TransportOptions::default()
+        };
+        let http = http_client(&transport, Route::Remote).expect("the HTTPS client");
+        let cloud = Cloud::known(CloudName::Public)
+            .expect("public cloud")
+            .with_authority_host(&emulator.authority_url());
+        let scope = emulator.scope();
+        let good = Credential::from_client_secret(
+            emulator.tenant_id(),
+            CLIENT,
+            SecretString::from("right-secret".to_owned()),
+            &cloud,
+            &http,
+        )
+        .expect("the credential");
+        assert!(!format!("{good:?}").contains("right-secret"));
+        good.token_credential()
+            .get_token(&[scope.as_str()], None)
+            .await
+            .expect("Entra ID accepts the secret");
+        let bad = Credential::from_client_secret(
+            emulator.tenant_id(),
+            CLIENT,
+            SecretString::from("wrong-secret".to_owned()),
+            &cloud,
+            &http,
+        )
+        .expect("the credential");
+        let error = bad
+            .token_credential()
+            .get_token(&[scope.as_str()], None)
+            .await
+            .expect_err("a wrong secret is refused");
+        assert_eq!(classify(&error).class(), Class::Refusal, "{error}");
+        assert!(
+            Credential::from_client_secret(
+                emulator.tenant_id(),
+                CLIENT,
+                SecretString::from(String::new()),
+                &cloud,
+                &http,
+            )
+            .is_err()
+        );
+        emulator.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_managed_identity_gets_its_token_from_an_overridden_imds() {
+        let emulator = Emulator::start(Options::key_vault())
+            .await
+            .expect("the emulator starts");
+        emulator
+            .register_managed_identity(ManagedKind::SystemAssigned, None, None)
+            .expect("system-assigned");
+        let user = "0b3c4e1a-0000-4000-8000-0000000000b7";
+        emulator
+            .register_managed_identity(ManagedKind::UserAssigned, Some(user), None)
+            .expect("user-assigned");
+        let overrides = InsecureOverrides {
+            imds_endpoint: emulator.imds_url(),
+            ..InsecureOverrides::default()
+        };
+        let http = http_client_with(
+            &TransportOptions::default(),
+            Route::ManagedIdentity,
+            &overrides,
+        )
+        .expect("the IMDS client");
+        let cloud = Cloud::known(CloudName::Public).expect("public cloud");
+        let scope = emulator.scope();
+        for id in [None, Some(user)] {
+            let credential = Credential::managed_identity(id, &cloud, &http).expect("credential");
+            credential
+                .token_credential()
+                .get_token(&[scope.as_str()], None)
+                .await
+                .unwrap_or_else(|error| panic!("{id:?}: {error}"));
+        }
+        assert_eq!(
+            emulator
+                .counts(keyvault_emulator::Operation::ImdsToken)
+                .succeeded,
+            2
+        );
         emulator.shutdown().await;
     }
 }
