@@ -9,6 +9,8 @@ that flag, with the environment test_mount.py's docstring lists.
 
 from __future__ import annotations
 
+import base64
+
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -19,6 +21,7 @@ from mount_fixture import (
     certificates_der,
     chain_der,
     latest,
+    open_pfx,
     pem_blocks,
     secret,
     spc,
@@ -59,16 +62,26 @@ class SeparateCertAndKeyFiles(ProviderTestCase):
         self.assert_split(files, "tls/server.pem", "web-selfsigned")
         self.assertEqual(files["tls/server.pem.key"].mode, 0o440)
 
-    def test_a_plain_secret_a_pfx_and_a_cert_object_are_not_split(self):
+    def test_a_plain_secret_a_cert_object_and_a_key_are_not_split(self):
         files, _ = self.mount(
             spc(
                 [
                     secret("split-plain"),
-                    secret("web-chain-pfx", objectFormat="pfx", objectAlias="web.pfx"),
                     {"objectName": "web-selfsigned", "objectType": "cert"},
                     {"objectName": "rsa-key", "objectType": "key"},
                 ]
             )
         )
-        self.assertEqual(set(files), {"split-plain", "web.pfx", "web-selfsigned", "rsa-key"})
+        self.assertEqual(set(files), {"split-plain", "web-selfsigned", "rsa-key"})
         self.assertEqual(files["split-plain"].contents, latest("split-plain")["value"].encode())
+
+    def test_a_pfx_passes_through_unchanged(self):
+        # Azure's provider also writes `<file>.crt` and `<file>.key` here, cut from the base64
+        # text, so empty; only the PFX itself is part of the contract.
+        files, _ = self.mount(spc([secret("web-chain-pfx", objectFormat="pfx", objectAlias="web.pfx")]))
+        self.assertIn("web.pfx", files)
+        _, leaf, _ = open_pfx(base64.b64decode(files["web.pfx"].contents, validate=True), None)
+        self.assertEqual(leaf.public_bytes(serialization.Encoding.DER), chain_der("web-chain-pfx")[0])
+        for extra in ("web.pfx.crt", "web.pfx.key"):
+            if extra in files:
+                self.assertEqual(pem_blocks(files[extra].contents), [], extra)
