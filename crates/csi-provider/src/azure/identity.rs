@@ -6,10 +6,11 @@
 //! one directory the provider allows.
 //!
 //! Credentials are cached keyed by the identity AND a SHA-256 of the proof material, until
-//! shortly before their token expires (bounded, least recently used first out): a rotation poll
-//! of a pod whose token has not changed costs no Entra ID call, while a pod with a wrong secret
-//! or an unfederated token is refused even when another pod's credential for the same client id
-//! is cached — its material has another digest, so it must earn its own token. The VM managed
+//! shortly before their token expires or the pod's token does (bounded, least recently used
+//! first out; a refused credential is never kept): a rotation poll of a pod whose token has not
+//! changed costs no Entra ID call, while a pod with a wrong secret or an unfederated token is
+//! refused even when another pod's credential for the same client id is cached — its material
+//! has another digest, so it must earn its own token. The VM managed
 //! identity has no per-pod material: any pod on the node may use it, as with Azure's provider
 //! (it can be turned off with [`IdentitySettings::allow_vm_managed_identity`]).
 //!
@@ -424,6 +425,27 @@ enum Material {
 }
 
 impl Material {
+    /// When an assertion expires (its unverified `exp` claim), as a tokio instant; `None` for
+    /// other material or an assertion without a readable `exp`.
+    fn expiry(&self) -> Option<Instant> {
+        let Self::Assertion(token) = self else {
+            return None;
+        };
+        use base64::Engine;
+        let payload = token.expose_secret().split('.').nth(1)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?;
+        let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let exp = claims.get("exp")?.as_i64()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        let left = u64::try_from(exp).ok()?.saturating_sub(now);
+        Instant::now().checked_add(Duration::from_secs(left))
+    }
+
     /// A SHA-256 of the material with a domain separator: the same material gives the same
     /// digest, nothing is learned about the material from it in memory.
     fn digest(&self) -> [u8; 32] {
@@ -499,6 +521,8 @@ impl IdentityResolver {
             resource: resolved_cloud.resource.to_ascii_lowercase(),
         };
         let credential_key = (key.clone(), material.digest());
+        // A credential proven with an assertion serves no longer than the assertion is valid.
+        let material_expiry = material.expiry();
         let slot = self.slot(&credential_key, || {
             self.credential(kind, &tenant, &client, material, &resolved_cloud.cloud)
         })?;
@@ -512,7 +536,8 @@ impl IdentityResolver {
             let left = token.expires_on - azure_core::time::OffsetDateTime::now_utc();
             let left = Duration::from_secs(u64::try_from(left.whole_seconds()).unwrap_or(0));
             let now = Instant::now();
-            Ok(now + left.saturating_sub(self.settings.refresh_margin))
+            let until = now + left.saturating_sub(self.settings.refresh_margin);
+            Ok(material_expiry.map_or(until, |expiry| until.min(expiry)))
         });
         let outcome = match tokio::time::timeout_at(deadline, proving).await {
             Ok(Ok(_)) => Ok(()),
@@ -522,7 +547,14 @@ impl IdentityResolver {
             }),
         };
         if let Err(error) = outcome {
-            // An unproven credential is not kept: the next request proves itself afresh.
+            if matches!(
+                error,
+                IdentityError::DeadlineExceeded { .. } | IdentityError::Unavailable { .. }
+            ) {
+                // Another request may be proving the same credential: keep it for that one.
+                return Err(error);
+            }
+            // A refused credential is not kept: the next request proves itself afresh.
             let mut cache = lock(&self.credentials);
             if cache.peek(&credential_key).is_some_and(|cached| {
                 Arc::ptr_eq(cached, &slot) && slot.proven_until.get().is_none()
@@ -1135,6 +1167,43 @@ mod tests {
             assert!(error.contains(expected), "{name}: {error}");
             assert!(!error.contains("hunter2"), "{name}: {error}");
         }
+    }
+
+    #[test]
+    fn an_assertions_expiry_is_read_from_its_exp_claim() {
+        use base64::Engine;
+        let encode = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = |claims: &str| {
+            Material::Assertion(SecretString::from(format!(
+                "{}.{}.sig",
+                encode(r#"{"alg":"RS256"}"#),
+                encode(claims)
+            )))
+        };
+        let started = Instant::now();
+        let expiry = token(&format!(r#"{{"exp":{}}}"#, now + 600))
+            .expiry()
+            .unwrap();
+        let left = expiry - started;
+        assert!(
+            left > Duration::from_secs(590) && left <= Duration::from_secs(601),
+            "{left:?}"
+        );
+        let past = token(&format!(r#"{{"exp":{}}}"#, now - 10))
+            .expiry()
+            .unwrap();
+        assert!(past <= Instant::now());
+        assert!(token(r#"{"sub":"x"}"#).expiry().is_none());
+        assert!(
+            Material::Assertion(SecretString::from("garbage".to_owned()))
+                .expiry()
+                .is_none()
+        );
+        assert!(Material::Node.expiry().is_none());
     }
 
     #[test]
