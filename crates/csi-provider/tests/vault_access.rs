@@ -803,6 +803,15 @@ async fn another_identity_is_never_served_a_cached_value() {
     // A is still served from its entry.
     fx.read_db(&owner, "alpha").await.unwrap();
     assert_eq!(fx.db_reads(), reads);
+
+    // Nothing formatted for logs shows a secret, a token or a value.
+    let shown = format!(
+        "{owner:?} {web:?} {:?} {impostor:?} {error:?} {refused:?} {:?}",
+        fx.resolver, fx.cache
+    );
+    for secret in [SP_SECRET, "not-the-secret", &token, &unfederated, DB_VALUE] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -890,8 +899,8 @@ async fn latest_reads_and_refusals_expire_and_a_rotation_is_seen() {
     let cache = ObjectCache::with_observer(
         reader,
         CacheSettings {
-            latest_ttl: Duration::from_millis(300),
-            negative_ttl: Duration::from_millis(300),
+            latest_ttl: Duration::from_secs(1),
+            negative_ttl: Duration::from_secs(1),
             ..CacheSettings::default()
         },
         Arc::clone(&recorder) as Arc<dyn CacheObserver>,
@@ -931,7 +940,7 @@ async fn latest_reads_and_refusals_expire_and_a_rotation_is_seen() {
     fx.emulator
         .set_secret("later", SecretSpec::value("now here"))
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         secret_value(&get("later", None).await.expect("created since")),
         "now here"
@@ -946,7 +955,7 @@ async fn latest_reads_and_refusals_expire_and_a_rotation_is_seen() {
         .set_secret("db", SecretSpec::value("db-password-v3"))
         .unwrap();
     assert_eq!(secret_value(&get("db", None).await.unwrap()), DB_VALUE);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let after = get("db", None).await.unwrap();
     assert_eq!(after.version(), rotated.version);
     assert_eq!(secret_value(&after), "db-password-v3");
