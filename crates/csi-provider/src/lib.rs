@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod proto;
 pub mod request;
 pub mod service;
+pub mod wiring;
 
 use std::future::Future;
 use std::time::Duration;
@@ -43,16 +44,20 @@ pub const LIMITS: grpc_uds::Limits = grpc_uds::Limits {
     max_in_flight_requests: 128,
 };
 
-/// Serves the provider on `listener` until `shutdown` completes, then drains in-flight calls
-/// for at most the drain limit in [`LIMITS`]. Drivers before v1.6, which send the socket path
-/// as the HTTP/2 `:authority`, are served too.
+/// Serves `provider` on `listener`, with `grpc.health.v1.Health` answering SERVING for the
+/// provider and the server, until `shutdown` completes; then drains in-flight calls for at most
+/// the drain limit in [`LIMITS`]. Drivers before v1.6, which send the socket path as the HTTP/2
+/// `:authority`, are served too.
 pub async fn serve(
     listener: UnixListener,
+    provider: service::CsiProvider,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let provider = grpc_uds::limit_messages!(
-        CsiDriverProviderServer::new(service::CsiProvider::default()),
-        LIMITS
-    );
-    grpc_uds::serve(listener, Routes::new(provider), LIMITS, shutdown).await
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CsiDriverProviderServer<service::CsiProvider>>()
+        .await;
+    let provider = grpc_uds::limit_messages!(CsiDriverProviderServer::new(provider), LIMITS);
+    let routes = Routes::new(provider).add_service(health);
+    grpc_uds::serve(listener, routes, LIMITS, shutdown).await
 }

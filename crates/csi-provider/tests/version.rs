@@ -4,9 +4,14 @@
 //! `:authority`, as every driver before v1.6 does.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use csi_provider::metrics::Metrics;
 use csi_provider::proto::v1alpha1::csi_driver_provider_client::CsiDriverProviderClient;
 use csi_provider::proto::v1alpha1::{MountRequest, VersionRequest, VersionResponse};
+use csi_provider::service::CsiProvider;
+use csi_provider::wiring;
 use grpc_uds::fuzzing::h2::{
     ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING, PREFACE, RST_STREAM,
     SETTINGS,
@@ -39,7 +44,11 @@ impl Provider {
         let socket = dir.path().join("azure.sock");
         let (listener, bound) = grpc_uds::socket::bind(&socket, 0o600).expect("socket binds");
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(csi_provider::serve(listener, async {
+        let metrics = Arc::new(Metrics::default());
+        let backend = wiring::azure_backend(&wiring::Settings::default(), Arc::clone(&metrics))
+            .expect("the default backend builds without a network");
+        let provider = CsiProvider::new(Arc::new(backend), metrics, Duration::from_secs(60));
+        let server = tokio::spawn(csi_provider::serve(listener, provider, async {
             let _ = stopped.await;
         }));
         Self {
@@ -86,12 +95,9 @@ async fn version_answers_a_tonic_client() {
     let status = client
         .mount(MountRequest::default())
         .await
-        .expect_err("Mount is not built yet");
-    assert_eq!(status.code(), tonic::Code::Unimplemented);
-    assert!(
-        status.message().contains("no secret store backend"),
-        "{status:?}"
-    );
+        .expect_err("an empty MountRequest is not what a driver sends");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("attributes"), "{status:?}");
     drop(client);
     provider.stop().await;
 }
@@ -135,7 +141,10 @@ async fn version_and_mount_answer_a_driver_that_sends_the_socket_path_as_authori
         &MountRequest::default().encode_to_vec(),
     )
     .await;
-    assert_eq!(status, "12", "Mount's grpc-status is UNIMPLEMENTED");
+    assert_eq!(
+        status, "3",
+        "an empty Mount's grpc-status is INVALID_ARGUMENT"
+    );
     drop(connection);
     provider.stop().await;
 }
