@@ -76,9 +76,11 @@ impl MountError {
     pub fn code(&self) -> Code {
         match self {
             Self::Request(_) | Self::Spec(_) => Code::InvalidArgument,
-            Self::Identity(error) => error.code(),
+            Self::Identity(error) => identity_code(error),
             Self::Object { failure, .. } => match failure {
-                ObjectFailure::Vault(error) | ObjectFailure::PfxPassword(error) => error.code(),
+                ObjectFailure::Vault(error) | ObjectFailure::PfxPassword(error) => {
+                    vault_code(error)
+                }
                 ObjectFailure::Content(_)
                 | ObjectFailure::PfxPasswordNotASecret
                 | ObjectFailure::VersionNotInHistory { .. } => Code::FailedPrecondition,
@@ -147,7 +149,204 @@ impl From<IdentityError> for MountError {
     }
 }
 
+/// The code of a failed vault read: what the vault said, so alerts can tell a missing object
+/// from a refused identity from a throttled vault.
+pub(crate) fn vault_code(error: &VaultError) -> Code {
+    match error {
+        VaultError::NotFound { .. } => Code::NotFound,
+        VaultError::Forbidden { .. } => Code::PermissionDenied,
+        VaultError::Disabled { .. }
+        | VaultError::Rejected { .. }
+        | VaultError::Misconfigured { .. } => Code::FailedPrecondition,
+        VaultError::Unauthorized { .. } => Code::Unauthenticated,
+        // Not UNAVAILABLE: the driver retries that at once, three times, into the throttling.
+        VaultError::Throttled { .. } => Code::ResourceExhausted,
+        VaultError::Unavailable { .. } => Code::Unavailable,
+        VaultError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        VaultError::Malformed { .. } => Code::Internal,
+        VaultError::InvalidRequest { .. } => Code::InvalidArgument,
+    }
+}
+
+/// The code of an identity that could not be established or proven.
+pub(crate) fn identity_code(error: &IdentityError) -> Code {
+    match error {
+        IdentityError::ServiceAccountTokenMissing
+        | IdentityError::NodePublishSecretNotSet
+        | IdentityError::SecretKeyMissing { .. }
+        | IdentityError::Cloud { .. } => Code::FailedPrecondition,
+        IdentityError::Invalid { .. } => Code::InvalidArgument,
+        IdentityError::Unsupported { .. } => Code::Unimplemented,
+        IdentityError::Refused { .. } => Code::Unauthenticated,
+        IdentityError::Unavailable { .. } => Code::Unavailable,
+        IdentityError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        IdentityError::Misconfigured { .. } => Code::Internal,
+    }
+}
+
 /// The status a failed Mount is answered with: its code and its message, nothing else.
 pub fn to_status(error: &MountError) -> Status {
     Status::new(error.code(), error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use azure_access::errors::SdkError;
+    use azure_access::errors::testing::http_error;
+
+    use super::*;
+    use crate::azure::spec::ObjectKind;
+    use crate::azure::vault::{ObjectRef, VersionRef};
+
+    /// Text a vault answer carries that must never reach the caller.
+    const BODY: &str = r#"{"error":{"code":"SecretNotFound","message":"SERVICE-TEXT"}}"#;
+
+    fn object() -> ObjectRef {
+        ObjectRef {
+            vault_host: "kv.vault.azure.net".into(),
+            kind: ObjectKind::Secret,
+            name: "db".into(),
+            version: VersionRef::Latest,
+        }
+    }
+
+    fn source(status: u16) -> Option<Arc<SdkError>> {
+        Some(Arc::new(SdkError(http_error(status, BODY, &[]))))
+    }
+
+    fn failed(error: VaultError) -> MountError {
+        MountError::Object {
+            kind: "secret",
+            name: "db".into(),
+            version: String::new(),
+            failure: ObjectFailure::Vault(error),
+        }
+    }
+
+    #[test]
+    fn every_failure_has_its_code_and_no_service_text() {
+        let object = object;
+        let codes = String::from(" SecretNotFound");
+        let table: Vec<(MountError, Code)> = vec![
+            (
+                MountError::Request(RequestError::Malformed {
+                    field: "attributes",
+                    reason: "not JSON".into(),
+                }),
+                Code::InvalidArgument,
+            ),
+            (
+                MountError::Spec(SpecError::Parameter {
+                    key: "keyvaultName",
+                    reason: "is not provided".into(),
+                }),
+                Code::InvalidArgument,
+            ),
+            (
+                MountError::Identity(IdentityError::ServiceAccountTokenMissing),
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::Identity(IdentityError::Refused {
+                    identity: "client 1".into(),
+                    status: Some(401),
+                    source: source(401),
+                }),
+                Code::Unauthenticated,
+            ),
+            (
+                MountError::Identity(IdentityError::Unsupported {
+                    parameter: "usePodIdentity",
+                    reason: "use workload identity",
+                }),
+                Code::Unimplemented,
+            ),
+            (
+                failed(VaultError::NotFound {
+                    object: object(),
+                    codes: codes.clone(),
+                    source: source(404),
+                }),
+                Code::NotFound,
+            ),
+            (
+                failed(VaultError::Forbidden {
+                    object: object(),
+                    codes: codes.clone(),
+                    source: source(403),
+                }),
+                Code::PermissionDenied,
+            ),
+            (
+                failed(VaultError::Disabled {
+                    object: object(),
+                    codes: codes.clone(),
+                    source: source(403),
+                }),
+                Code::FailedPrecondition,
+            ),
+            (
+                failed(VaultError::Throttled {
+                    object: object(),
+                    retry_after: Some(Duration::from_secs(30)),
+                    source: source(429),
+                }),
+                Code::ResourceExhausted,
+            ),
+            (
+                failed(VaultError::Unavailable {
+                    object: object(),
+                    status: Some(503),
+                    source: source(503),
+                }),
+                Code::Unavailable,
+            ),
+            (
+                failed(VaultError::DeadlineExceeded {
+                    object: object(),
+                    attempts: 3,
+                }),
+                Code::DeadlineExceeded,
+            ),
+            (
+                MountError::Object {
+                    kind: "secret",
+                    name: "db".into(),
+                    version: String::new(),
+                    failure: ObjectFailure::NoEnabledVersion,
+                },
+                Code::NotFound,
+            ),
+        ];
+        for (error, code) in table {
+            let status = to_status(&error);
+            assert_eq!(status.code(), code, "{error}");
+            assert!(
+                status
+                    .message()
+                    .starts_with("failed to mount objects, error: "),
+                "{status:?}"
+            );
+            assert!(!status.message().contains("SERVICE-TEXT"), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn an_object_failure_names_the_object_as_azures_provider_does() {
+        let error = failed(VaultError::NotFound {
+            object: object(),
+            codes: " SecretNotFound".into(),
+            source: source(404),
+        });
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "failed to mount objects, error: failed to get objectType:secret, objectName:db, objectVersion:: "
+            ),
+            "{message}"
+        );
+    }
 }

@@ -295,21 +295,10 @@ pub enum IdentityError {
 }
 
 impl IdentityError {
-    /// The gRPC code a Mount failing this way is answered with.
+    /// The gRPC code a Mount failing this way is answered with (the table is
+    /// [`crate::errors`]'s).
     pub fn code(&self) -> tonic::Code {
-        use tonic::Code;
-        match self {
-            Self::ServiceAccountTokenMissing
-            | Self::NodePublishSecretNotSet
-            | Self::SecretKeyMissing { .. }
-            | Self::Cloud { .. } => Code::FailedPrecondition,
-            Self::Invalid { .. } => Code::InvalidArgument,
-            Self::Unsupported { .. } => Code::Unimplemented,
-            Self::Refused { .. } => Code::Unauthenticated,
-            Self::Unavailable { .. } => Code::Unavailable,
-            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-            Self::Misconfigured { .. } => Code::Internal,
-        }
+        crate::errors::identity_code(self)
     }
 }
 

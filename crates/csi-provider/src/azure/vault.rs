@@ -245,22 +245,10 @@ impl VaultError {
         }
     }
 
-    /// The gRPC code a Mount failing this way is answered with.
+    /// The gRPC code a Mount failing this way is answered with (the table is
+    /// [`crate::errors`]'s).
     pub fn code(&self) -> tonic::Code {
-        use tonic::Code;
-        match self {
-            Self::NotFound { .. } => Code::NotFound,
-            Self::Forbidden { .. } => Code::PermissionDenied,
-            Self::Disabled { .. } | Self::Rejected { .. } | Self::Misconfigured { .. } => {
-                Code::FailedPrecondition
-            }
-            Self::Unauthorized { .. } => Code::Unauthenticated,
-            Self::Throttled { .. } => Code::ResourceExhausted,
-            Self::Unavailable { .. } => Code::Unavailable,
-            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-            Self::Malformed { .. } => Code::Internal,
-            Self::InvalidRequest { .. } => Code::InvalidArgument,
-        }
+        crate::errors::vault_code(self)
     }
 
     /// A fixed name for metrics (`not_found`, `throttled`, …).
