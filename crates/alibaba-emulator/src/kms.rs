@@ -45,23 +45,18 @@ pub fn throttled() -> ApiError {
 /// The account and name a `SecretName` parameter designates: an ARN names both, a plain name
 /// is in the caller's account.
 pub fn target(secret_name: &str, caller_account: &str) -> Result<(String, String), ApiError> {
-    match store::parse_resource_arn(secret_name, "kms", "secret") {
-        None => Ok((caller_account.to_owned(), secret_name.to_owned())),
-        Some(Ok((account, name))) => Ok((account.to_owned(), name.to_owned())),
-        Some(Err(())) => Err(ApiError::invalid_parameter(
+    store::designated(secret_name, "kms", "secret", caller_account).ok_or_else(|| {
+        ApiError::invalid_parameter(
             "SecretName",
             "The ARN must be acs:kms:<region>:<account>:secret/<name>.",
-        )),
-    }
+        )
+    })
 }
 
 /// The secret name a request reads (an ARN's name part), for counters and fault rules.
 pub fn read_name(request: &ApiRequest) -> Option<String> {
     let name = request.param("SecretName")?;
-    Some(match store::parse_resource_arn(name, "kms", "secret") {
-        Some(Ok((_, name))) => name.to_owned(),
-        _ => name.to_owned(),
-    })
+    Some(store::designated(name, "kms", "secret", "").map_or_else(|| name.to_owned(), |(_, n)| n))
 }
 
 /// Parses a boolean parameter as the SDKs send it (`true`, `True`, `false`, `False`).

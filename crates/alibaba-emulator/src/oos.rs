@@ -32,24 +32,20 @@ pub fn no_permission() -> ApiError {
 }
 
 fn target(name: &str, caller_account: &str) -> Result<(String, String), ApiError> {
-    match store::parse_resource_arn(name, "oos", "secretparameter") {
-        None => Ok((caller_account.to_owned(), name.to_owned())),
-        Some(Ok((account, name))) => Ok((account.to_owned(), name.to_owned())),
-        Some(Err(())) => Err(ApiError::invalid_parameter(
+    store::designated(name, "oos", "secretparameter", caller_account).ok_or_else(|| {
+        ApiError::invalid_parameter(
             "Name",
             "The ARN must be acs:oos:<region>:<account>:secretparameter/<name>.",
-        )),
-    }
+        )
+    })
 }
 
 /// The parameter name a request reads (an ARN's name part).
 pub fn read_name(request: &ApiRequest) -> Option<String> {
     let name = request.param("Name")?;
     Some(
-        match store::parse_resource_arn(name, "oos", "secretparameter") {
-            Some(Ok((_, name))) => name.to_owned(),
-            _ => name.to_owned(),
-        },
+        store::designated(name, "oos", "secretparameter", "")
+            .map_or_else(|| name.to_owned(), |(_, n)| n),
     )
 }
 

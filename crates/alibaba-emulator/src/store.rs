@@ -273,6 +273,21 @@ pub fn parse_resource_arn<'a>(
     }
 }
 
+/// The account and name a request's name parameter designates: an ARN of `service`/`kind`
+/// names both, a plain name is in the caller's account; `None` for a malformed ARN.
+pub fn designated(
+    text: &str,
+    service: &str,
+    kind: &str,
+    caller_account: &str,
+) -> Option<(String, String)> {
+    match parse_resource_arn(text, service, kind) {
+        None => Some((caller_account.to_owned(), text.to_owned())),
+        Some(Ok((account, name))) => Some((account.to_owned(), name.to_owned())),
+        Some(Err(())) => None,
+    }
+}
+
 /// A secret parameter to store (replacing any parameter of that name in that account).
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
