@@ -19,6 +19,8 @@ use crate::azure::spec::{ObjectSpec, SpecError};
 use crate::azure::vault::VaultError;
 use crate::request::RequestError;
 
+const MIB: f64 = (1 << 20) as f64;
+
 /// A Mount failed.
 #[derive(Debug)]
 pub enum MountError {
@@ -28,6 +30,13 @@ pub enum MountError {
     Spec(SpecError),
     /// The pod's identity could not be established or proven.
     Identity(IdentityError),
+    /// The answer would be larger than a driver accepts (its `--max-call-recv-msg-size`).
+    TooLarge {
+        /// The encoded answer's size.
+        bytes: usize,
+        /// The largest answer sent.
+        limit: usize,
+    },
     /// One object could not be fetched or turned into files.
     Object {
         /// `objectType` as the class spells it.
@@ -77,6 +86,7 @@ impl MountError {
         match self {
             Self::Request(_) | Self::Spec(_) => Code::InvalidArgument,
             Self::Identity(error) => identity_code(error),
+            Self::TooLarge { .. } => Code::ResourceExhausted,
             Self::Object { failure, .. } => match failure {
                 ObjectFailure::Vault(error) | ObjectFailure::PfxPassword(error) => {
                     vault_code(error)
@@ -97,6 +107,13 @@ impl fmt::Display for MountError {
             Self::Request(error) => write!(f, "{error}"),
             Self::Spec(error) => write!(f, "{error}"),
             Self::Identity(error) => write!(f, "{error}"),
+            Self::TooLarge { bytes, limit } => write!(
+                f,
+                "the files total {:.1} MiB with their paths, over the {} MiB a driver accepts \
+                 (its --max-call-recv-msg-size): mount fewer or smaller objects per volume",
+                *bytes as f64 / MIB,
+                limit / (1 << 20)
+            ),
             Self::Object {
                 kind,
                 name,
@@ -319,6 +336,13 @@ mod tests {
                     failure: ObjectFailure::NoEnabledVersion,
                 },
                 Code::NotFound,
+            ),
+            (
+                MountError::TooLarge {
+                    bytes: 5 << 20,
+                    limit: 4 << 20,
+                },
+                Code::ResourceExhausted,
             ),
         ];
         for (error, code) in table {

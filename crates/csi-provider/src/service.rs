@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
+
 use tonic::{Request, Response, Status};
 
 use crate::azure::mount::AzureBackend;
@@ -67,7 +69,7 @@ impl CsiProvider {
             files = mounted.files.len(),
             "mounted"
         );
-        Ok(MountResponse {
+        let response = MountResponse {
             object_version: mounted
                 .versions
                 .into_iter()
@@ -87,7 +89,15 @@ impl CsiProvider {
                     contents: file.contents.to_vec(),
                 })
                 .collect(),
-        })
+        };
+        let bytes = response.encoded_len();
+        if bytes > crate::LIMITS.max_message_bytes {
+            return Err(MountError::TooLarge {
+                bytes,
+                limit: crate::LIMITS.max_message_bytes,
+            });
+        }
+        Ok(response)
     }
 }
 
