@@ -251,17 +251,13 @@ impl VaultFixture {
         ]
     }
 
-    /// Where the provider's VM managed identity requests go: the emulator's IMDS, named by
-    /// `AZURE_POD_IDENTITY_AUTHORITY_HOST` (the variable Azure's Go SDK and the Secrets Store
-    /// provider tests use to move IMDS off 169.254.169.254). No App Service `IDENTITY_ENDPOINT`:
-    /// a node has none, and with it the SDK would skip IMDS.
-    pub fn managed_identity_env(&self) -> Vec<(&'static str, String)> {
-        vec![(
-            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-            self.emulator
-                .imds_url()
-                .expect("the emulator serves IMDS on plain HTTP"),
-        )]
+    /// The emulator's IMDS base URL, for the provider's `--insecure-imds-endpoint`: where VM
+    /// managed identity tokens are requested instead of 169.254.169.254. No App Service
+    /// `IDENTITY_ENDPOINT`: a node has none, and with it the SDK would skip IMDS.
+    pub fn imds_endpoint(&self) -> String {
+        self.emulator
+            .imds_url()
+            .expect("the emulator serves IMDS on plain HTTP")
     }
 
     /// Fails the test, quoting the line, if the provider's log holds anything that must never
@@ -754,7 +750,6 @@ impl ProviderProcess {
             .env_clear()
             .env("HOME", fixture.dir.path())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(fixture.managed_identity_env())
             .arg("--socket")
             .arg(&socket)
             .args(["--health-address", "127.0.0.1:0"])
@@ -764,6 +759,8 @@ impl ProviderProcess {
             .arg(fixture.emulator.ca_pem_path())
             .arg("--insecure-resolve")
             .arg(format!("{VAULT_SUFFIX}={}", fixture.emulator.addr()))
+            .arg("--insecure-imds-endpoint")
+            .arg(fixture.imds_endpoint())
             .arg("--insecure-skip-challenge-resource-check")
             .args(["--log-level", "debug"])
             .args(extra_args)
