@@ -6,6 +6,7 @@
 //! writes to a pod's volume (the driver does) and never logs secret content.
 
 pub mod azure;
+pub mod cache;
 pub mod errors;
 pub mod files;
 #[doc(hidden)]

@@ -130,7 +130,7 @@ pub fn azure_backend(
         CacheSettings {
             latest_ttl: settings.cache_latest_ttl,
             pinned_ttl: settings.cache_pinned_ttl,
-            per_vault_concurrency: settings.vault_concurrency,
+            per_endpoint_concurrency: settings.vault_concurrency,
             ..CacheSettings::default()
         },
         Arc::new(MetricsObserver(metrics)),
