@@ -830,7 +830,7 @@ class VaultTraffic(ProviderTestCase):
         self.assertEqual(error.code(), grpc.StatusCode.DEADLINE_EXCEEDED, error.details())
         # The provider's own answer (naming what it waited for), not the client's deadline.
         self.assertIn("slow-secret", error.details() or "")
-        self.assertLess(elapsed, deadline + 1)
+        self.assertLess(elapsed, deadline + 3, "answered by the deadline, not after the vault")
 
     def test_fifty_concurrent_mounts_of_one_class_read_each_object_a_handful_of_times(self):
         admin("DELETE", "counters")
