@@ -118,6 +118,7 @@ pub enum ObjectFormat {
     Pfx,
     /// `tls` (kube-kms): a certificate-backed secret becomes a directory with `tls.crt` (leaf,
     /// then intermediates), `tls.key` (PKCS#8) and `ca.crt` (every certificate after the leaf).
+    /// Secrets only, and one version (not with `objectVersionHistory` above 1).
     Tls,
 }
 
@@ -153,7 +154,8 @@ pub struct ObjectSpec {
     /// `objectVersion`: `None` (empty or `latest`) for the newest version.
     pub version: Option<String>,
     /// `objectVersionHistory`: more than 1 writes up to that many enabled versions, newest
-    /// first, as `<file>/0`, `<file>/1`, …
+    /// first, as `<file>/0`, `<file>/1`, … (0 and 1 both mean one version; at most
+    /// [`MAX_VERSION_HISTORY`]).
     pub version_history: u32,
     /// `objectFormat`.
     pub format: ObjectFormat,
@@ -164,7 +166,8 @@ pub struct ObjectSpec {
     /// `keyvaultName` on the object (kube-kms): this object's vault instead of the class's.
     pub vault: Option<VaultName>,
     /// `jmesPath` (kube-kms, the shape AWS's and Alibaba's providers use): fields of a JSON
-    /// secret, each to its own file, besides the secret's own file.
+    /// secret, each to its own file, besides the secret's own file. Only on a secret with
+    /// `objectFormat: pem` and one version.
     pub json_fields: Vec<JsonField>,
     /// `pfxPasswordSecretName` (kube-kms): with `objectFormat: pfx`, the name of a secret in the
     /// same vault whose value becomes the mounted PFX's password.
@@ -853,8 +856,12 @@ fn parse_object(index: usize, text: &str) -> Result<ObjectSpec, SpecError> {
     if kind != ObjectKind::Secret {
         let only_secret = match format {
             ObjectFormat::Pem => None,
-            ObjectFormat::Pfx => Some("PFX format only supported for objectType: secret"),
-            ObjectFormat::Tls => Some("TLS format only supported for objectType: secret"),
+            ObjectFormat::Pfx => {
+                Some("objectFormat: PFX format only supported for objectType: secret")
+            }
+            ObjectFormat::Tls => {
+                Some("objectFormat: TLS format only supported for objectType: secret")
+            }
         };
         if let Some(reason) = only_secret {
             return Err(error(fields::OBJECT_FORMAT, reason.to_owned()));
@@ -1796,11 +1803,11 @@ mod tests {
             ),
             (
                 "objectName: c\nobjectType: cert\nobjectFormat: pfx",
-                "object 0 (\"c\"): PFX format only supported for objectType: secret",
+                "object 0 (\"c\"): objectFormat: PFX format only supported for objectType: secret",
             ),
             (
                 "objectName: c\nobjectType: cert\nobjectFormat: TLS",
-                "object 0 (\"c\"): TLS format only supported for objectType: secret",
+                "object 0 (\"c\"): objectFormat: TLS format only supported for objectType: secret",
             ),
             (
                 "objectName: c\nobjectType: secret\nobjectFormat: tls\nobjectVersionHistory: 2",
