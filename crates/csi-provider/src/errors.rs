@@ -6,17 +6,24 @@
 //! existing runbooks and searches still match. The code says what kind of failure it is (Azure's
 //! provider answers Unknown for everything), so alerts can tell a typo from a throttled vault.
 //!
+//! Both backends' failures are here: Azure Key Vault's and Alibaba Cloud KMS / OOS / STS's, in
+//! the same shape and the same table.
+//!
 //! Never puts a secret's value, a token, a client secret or a raw vault response body in a
-//! message: each variant's `Display` carries only names, versions, fields and fixed reasons.
+//! message: each variant's `Display` carries only names, versions, fields, error codes and
+//! fixed reasons.
 
 use std::fmt;
 
 use tonic::{Code, Status};
 
+use crate::alibaba::client::{AlibabaError, ReadFailure};
+use crate::alibaba::identity::IdentityError as AlibabaIdentityError;
 use crate::azure::content::ContentError;
 use crate::azure::identity::IdentityError;
 use crate::azure::spec::{ObjectSpec, SpecError};
 use crate::azure::vault::VaultError;
+use crate::jmes::JsonFieldError;
 use crate::request::RequestError;
 
 const MIB: f64 = (1 << 20) as f64;
@@ -30,6 +37,8 @@ pub enum MountError {
     Spec(SpecError),
     /// The pod's identity could not be established or proven.
     Identity(IdentityError),
+    /// The pod's Alibaba Cloud identity could not be established or proven.
+    AlibabaIdentity(AlibabaIdentityError),
     /// The answer would be larger than a driver accepts (its `--max-call-recv-msg-size`).
     TooLarge {
         /// The encoded answer's size.
@@ -39,7 +48,7 @@ pub enum MountError {
     },
     /// One object could not be fetched or turned into files.
     Object {
-        /// `objectType` as the class spells it.
+        /// `objectType` as the class spells it (`kms` or `oos` for Alibaba).
         kind: &'static str,
         /// `objectName`.
         name: String,
@@ -68,6 +77,12 @@ pub enum ObjectFailure {
     },
     /// `objectVersionHistory` found no enabled version.
     NoEnabledVersion,
+    /// Alibaba Cloud KMS or OOS did not give it (boxed: it is large, and rare).
+    Alibaba(Box<AlibabaError>),
+    /// Its `crossAccountRoleArn` could not be assumed.
+    CrossAccount(AlibabaIdentityError),
+    /// A `jmesPath` field of its value could not be extracted.
+    JsonField(JsonFieldError),
 }
 
 impl MountError {
@@ -86,6 +101,7 @@ impl MountError {
         match self {
             Self::Request(_) | Self::Spec(_) => Code::InvalidArgument,
             Self::Identity(error) => identity_code(error),
+            Self::AlibabaIdentity(error) => alibaba_identity_code(error),
             Self::TooLarge { .. } => Code::ResourceExhausted,
             Self::Object { failure, .. } => match failure {
                 ObjectFailure::Vault(error) | ObjectFailure::PfxPassword(error) => {
@@ -95,6 +111,9 @@ impl MountError {
                 | ObjectFailure::PfxPasswordNotASecret
                 | ObjectFailure::VersionNotInHistory { .. } => Code::FailedPrecondition,
                 ObjectFailure::NoEnabledVersion => Code::NotFound,
+                ObjectFailure::Alibaba(error) => error.code(),
+                ObjectFailure::CrossAccount(error) => alibaba_identity_code(error),
+                ObjectFailure::JsonField(_) => Code::FailedPrecondition,
             },
         }
     }
@@ -107,6 +126,7 @@ impl fmt::Display for MountError {
             Self::Request(error) => write!(f, "{error}"),
             Self::Spec(error) => write!(f, "{error}"),
             Self::Identity(error) => write!(f, "{error}"),
+            Self::AlibabaIdentity(error) => write!(f, "{error}"),
             Self::TooLarge { bytes, limit } => write!(
                 f,
                 "the files total {:.1} MiB with their paths, over the {} MiB a driver accepts \
@@ -142,6 +162,11 @@ impl fmt::Display for ObjectFailure {
                  objectVersionHistory cannot start there"
             ),
             Self::NoEnabledVersion => f.write_str("the object has no enabled version"),
+            Self::Alibaba(error) => write!(f, "{error}"),
+            Self::CrossAccount(error) => {
+                write!(f, "cannot assume its crossAccountRoleArn: {error}")
+            }
+            Self::JsonField(error) => write!(f, "{error}"),
         }
     }
 }
@@ -163,6 +188,12 @@ impl From<SpecError> for MountError {
 impl From<IdentityError> for MountError {
     fn from(error: IdentityError) -> Self {
         Self::Identity(error)
+    }
+}
+
+impl From<AlibabaIdentityError> for MountError {
+    fn from(error: AlibabaIdentityError) -> Self {
+        Self::AlibabaIdentity(error)
     }
 }
 
@@ -198,6 +229,45 @@ pub(crate) fn identity_code(error: &IdentityError) -> Code {
         IdentityError::Unavailable { .. } => Code::Unavailable,
         IdentityError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         IdentityError::Misconfigured { .. } => Code::Internal,
+    }
+}
+
+/// The code of a failed Alibaba Cloud KMS or OOS read, as [`vault_code`] for Key Vault.
+pub(crate) fn alibaba_code(failure: &ReadFailure) -> Code {
+    match failure {
+        ReadFailure::NotFound(_) => Code::NotFound,
+        ReadFailure::Forbidden(_) => Code::PermissionDenied,
+        ReadFailure::Unauthorized(_) => Code::Unauthenticated,
+        // Not UNAVAILABLE: the driver retries that at once, three times, into the throttling.
+        ReadFailure::Throttled { .. } => Code::ResourceExhausted,
+        ReadFailure::Unavailable { .. } => Code::Unavailable,
+        ReadFailure::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        ReadFailure::Rejected(_) => Code::FailedPrecondition,
+        ReadFailure::Malformed(_) => Code::Internal,
+    }
+}
+
+/// The code of an Alibaba Cloud identity that could not be established or proven.
+pub(crate) fn alibaba_identity_code(error: &AlibabaIdentityError) -> Code {
+    use crate::alibaba::client::Verdict;
+    match error {
+        AlibabaIdentityError::PodTokenMissing
+        | AlibabaIdentityError::PodRoleUnknown { .. }
+        | AlibabaIdentityError::OidcProviderNotConfigured
+        | AlibabaIdentityError::ProviderTokenUnreadable { .. }
+        | AlibabaIdentityError::NoCredentials => Code::FailedPrecondition,
+        AlibabaIdentityError::Invalid { .. } => Code::InvalidArgument,
+        AlibabaIdentityError::Refused {
+            answer: Some(answer),
+            ..
+        } if answer.verdict() == Verdict::Forbidden => Code::PermissionDenied,
+        AlibabaIdentityError::Refused { .. } => Code::Unauthenticated,
+        AlibabaIdentityError::Unavailable {
+            throttled: true, ..
+        } => Code::ResourceExhausted,
+        AlibabaIdentityError::Unavailable { .. } => Code::Unavailable,
+        AlibabaIdentityError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        AlibabaIdentityError::Malformed { .. } => Code::Internal,
     }
 }
 
@@ -345,6 +415,7 @@ mod tests {
                 Code::ResourceExhausted,
             ),
         ];
+        let table = table.into_iter().chain(alibaba_failures());
         for (error, code) in table {
             let status = to_status(&error);
             assert_eq!(status.code(), code, "{error}");
@@ -356,6 +427,166 @@ mod tests {
             );
             assert!(!status.message().contains("SERVICE-TEXT"), "{status:?}");
         }
+    }
+
+    /// Every Alibaba Cloud failure and its code.
+    fn alibaba_failures() -> Vec<(MountError, Code)> {
+        use crate::alibaba::client::{ObjectRef as AlibabaObject, ServiceAnswer};
+        use crate::alibaba::spec::{ObjectType, VersionSelector};
+        let object = || AlibabaObject {
+            endpoint: "kms-vpc.cn-hangzhou.aliyuncs.com".into(),
+            kind: ObjectType::Kms,
+            name: "db".into(),
+            version: VersionSelector::Latest,
+        };
+        let answer = |status, code: &str| ServiceAnswer {
+            status,
+            code: code.into(),
+            request_id: "4C2C0E8A-REQUEST".into(),
+            retry_after: None,
+        };
+        let failed = |failure| MountError::Object {
+            kind: "kms",
+            name: "db".into(),
+            version: String::new(),
+            failure,
+        };
+        let read = |failure| {
+            failed(ObjectFailure::Alibaba(Box::new(AlibabaError {
+                object: object(),
+                failure,
+            })))
+        };
+        let identity = |identity: &str| identity.to_owned();
+        vec![
+            (
+                read(ReadFailure::NotFound(answer(
+                    404,
+                    "Forbidden.ResourceNotFound",
+                ))),
+                Code::NotFound,
+            ),
+            (
+                read(ReadFailure::Forbidden(answer(
+                    403,
+                    "Forbidden.NoPermission",
+                ))),
+                Code::PermissionDenied,
+            ),
+            (
+                read(ReadFailure::Unauthorized(answer(
+                    400,
+                    "InvalidSecurityToken.Expired",
+                ))),
+                Code::Unauthenticated,
+            ),
+            (
+                read(ReadFailure::Throttled {
+                    retry_after: Some(Duration::from_millis(1500)),
+                    answer: Some(answer(429, "Rejected.Throttling")),
+                }),
+                Code::ResourceExhausted,
+            ),
+            (
+                read(ReadFailure::Unavailable {
+                    answer: Some(answer(503, "ServiceUnavailableTemporary")),
+                    source: None,
+                }),
+                Code::Unavailable,
+            ),
+            (
+                read(ReadFailure::DeadlineExceeded(2)),
+                Code::DeadlineExceeded,
+            ),
+            (
+                read(ReadFailure::Rejected(answer(400, "InvalidParameter"))),
+                Code::FailedPrecondition,
+            ),
+            (
+                read(ReadFailure::Malformed("the answer has no SecretData")),
+                Code::Internal,
+            ),
+            (
+                failed(ObjectFailure::JsonField(JsonFieldError::NoMatch {
+                    path: "password".into(),
+                })),
+                Code::FailedPrecondition,
+            ),
+            (
+                failed(ObjectFailure::CrossAccount(AlibabaIdentityError::Refused {
+                    identity: identity("cross-account role acs:ram::2:role/r"),
+                    answer: Some(answer(403, "NoPermission")),
+                })),
+                Code::PermissionDenied,
+            ),
+            (
+                MountError::AlibabaIdentity(AlibabaIdentityError::PodTokenMissing),
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::AlibabaIdentity(AlibabaIdentityError::OidcProviderNotConfigured),
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::AlibabaIdentity(AlibabaIdentityError::NoCredentials),
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::AlibabaIdentity(AlibabaIdentityError::Invalid {
+                    field: "access_key",
+                    reason: "expected an AccessKey id".into(),
+                }),
+                Code::InvalidArgument,
+            ),
+            (
+                MountError::AlibabaIdentity(AlibabaIdentityError::Refused {
+                    identity: identity("the pod's RAM role acs:ram::1:role/app (RRSA)"),
+                    answer: Some(answer(401, "AuthenticationFail.OIDCToken.Expired")),
+                }),
+                Code::Unauthenticated,
+            ),
+            (
+                MountError::AlibabaIdentity(AlibabaIdentityError::Unavailable {
+                    identity: identity("the ECS instance's RAM role"),
+                    answer: Some(answer(400, "Throttling.User")),
+                    throttled: true,
+                }),
+                Code::ResourceExhausted,
+            ),
+            (
+                MountError::AlibabaIdentity(AlibabaIdentityError::Unavailable {
+                    identity: identity("the ECS instance's RAM role"),
+                    answer: None,
+                    throttled: false,
+                }),
+                Code::Unavailable,
+            ),
+            (
+                MountError::AlibabaIdentity(AlibabaIdentityError::DeadlineExceeded {
+                    identity: identity("the provider's RAM role"),
+                }),
+                Code::DeadlineExceeded,
+            ),
+            (
+                MountError::AlibabaIdentity(AlibabaIdentityError::Malformed {
+                    identity: identity("the ECS instance's RAM role"),
+                    reason: "not the JSON STS answers",
+                }),
+                Code::Internal,
+            ),
+        ]
+    }
+
+    #[test]
+    fn an_alibaba_object_failure_names_the_object_in_the_same_shape() {
+        let (error, _) = alibaba_failures().remove(1);
+        assert_eq!(
+            error.to_string(),
+            "failed to mount objects, error: failed to get objectType:kms, objectName:db, \
+             objectVersion:: KMS secret db at kms-vpc.cn-hangzhou.aliyuncs.com: the identity is \
+             not allowed to read it (HTTP 403 Forbidden.NoPermission, request id \
+             4C2C0E8A-REQUEST); grant it kms:GetSecretValue"
+        );
     }
 
     #[test]

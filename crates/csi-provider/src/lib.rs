@@ -5,6 +5,7 @@
 //! crate holds only what is the provider's: the proto, the service and its limits. It never
 //! writes to a pod's volume (the driver does) and never logs secret content.
 
+pub mod alibaba;
 pub mod azure;
 pub mod cache;
 pub mod errors;
@@ -26,9 +27,17 @@ use tonic::service::Routes;
 
 use proto::v1alpha1::csi_driver_provider_server::CsiDriverProviderServer;
 
-/// Where the driver looks for the `azure` provider's socket (its `--provider-volume`); the
-/// Azure provider's manifests mount that host directory for the same purpose.
+/// Where the driver looks for providers' sockets (its `--provider-volume`); the Azure and
+/// Alibaba providers' manifests mount that host directory for the same purpose.
+pub const PROVIDERS_DIR: &str = "/var/run/secrets-store-csi-providers";
+
+/// Where the driver looks for the `azure` provider's socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/secrets-store-csi-providers/azure.sock";
+
+/// Where the driver looks for provider `name`'s socket: `<PROVIDERS_DIR>/<name>.sock`.
+pub fn default_socket(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(PROVIDERS_DIR).join(format!("{name}.sock"))
+}
 
 /// The limits the provider is served under.
 pub const LIMITS: grpc_uds::Limits = grpc_uds::Limits {

@@ -1,7 +1,7 @@
-//! The `kube-kms-csi-provider` command: hardens the process, builds the Azure Key Vault backend
-//! from its flags, binds the provider's socket and serves the Secrets Store CSI driver on it,
-//! with /healthz, /readyz and /metrics on the health listener, until SIGTERM or SIGINT; then
-//! drains.
+//! The `kube-kms-csi-provider` command: hardens the process, builds the backend `--provider`
+//! names (Azure Key Vault, or Alibaba Cloud KMS and OOS) from its flags, binds the provider's
+//! socket and serves the Secrets Store CSI driver on it, with /healthz, /readyz and /metrics on
+//! the health listener, until SIGTERM or SIGINT; then drains.
 //!
 //! Never starts serving before the socket has its final mode, never deletes a socket another
 //! process still answers on (see [`grpc_uds::socket`]), and never reads a secret from a flag.
@@ -19,17 +19,24 @@ use csi_provider::metrics::Metrics;
 use grpc_uds::ops::{Probe, Readiness};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// kube-kms-csi-provider: a Secrets Store CSI driver provider for Azure Key Vault.
+/// kube-kms-csi-provider: a Secrets Store CSI driver provider for Azure Key Vault and Alibaba
+/// Cloud KMS Secrets Manager / OOS secret parameters.
 ///
 /// Serves `/v1alpha1.CSIDriverProvider` on a Unix socket in the directory the driver searches
-/// for providers, as the provider `azure`: SecretProviderClasses written for Azure's provider
-/// mount the same files. See docs/csi-provider.md.
+/// for providers, as the provider `azure` or `alibabacloud`: SecretProviderClasses written for
+/// Azure's or Alibaba's provider mount the same files. See docs/csi-provider.md.
 #[derive(Debug, Parser)]
 #[command(name = "kube-kms-csi-provider", version, about, long_about)]
 struct Args {
-    /// The provider's socket: `<provider name>.sock` in the driver's provider directory.
-    #[arg(long, env = "KUBE_KMS_CSI_SOCKET", default_value = csi_provider::DEFAULT_SOCKET)]
-    socket: PathBuf,
+    /// Which provider to be: `azure` (Azure Key Vault) or `alibabacloud` (Alibaba Cloud KMS
+    /// Secrets Manager and OOS secret parameters). One process serves one.
+    #[arg(long, env = "KUBE_KMS_CSI_PROVIDER", default_value = "azure", value_parser = ["azure", "alibabacloud"])]
+    provider: String,
+
+    /// The provider's socket, in the directory the driver searches for providers [default:
+    /// /var/run/secrets-store-csi-providers/<provider>.sock].
+    #[arg(long, env = "KUBE_KMS_CSI_SOCKET")]
+    socket: Option<PathBuf>,
 
     /// The cloud of classes that set no `cloudName`: AzurePublicCloud, AzureChinaCloud or
     /// AzureUSGovernmentCloud.
@@ -95,7 +102,82 @@ struct Args {
     /// resource does not match the vault's host.
     #[arg(long)]
     insecure_skip_challenge_resource_check: bool,
+
+    /// The region of classes that set no `region` (their default endpoints are
+    /// `kms-vpc.<region>.aliyuncs.com` and `oos-vpc.<region>.aliyuncs.com`).
+    #[arg(long, default_value = "cn-hangzhou", help_heading = ALIBABA)]
+    region: String,
+
+    /// Concurrent reads per KMS endpoint; further reads wait within their
+    /// Mount's deadline.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = ALIBABA)]
+    max_concurrent_kms_secret_pulls: u32,
+
+    /// Concurrent reads per OOS endpoint.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = ALIBABA)]
+    max_concurrent_oos_secret_pulls: u32,
+
+    /// The STS endpoint RRSA and RAM roles are assumed at.
+    #[arg(long, default_value = "sts.aliyuncs.com", help_heading = ALIBABA)]
+    sts_endpoint: String,
+
+    /// A DNS suffix a class's `kmsEndpoint` may be under besides aliyuncs.com
+    /// (e.g. a private KMS instance's domain); repeatable.
+    #[arg(long, value_name = "SUFFIX", help_heading = ALIBABA)]
+    kms_endpoint_suffix: Vec<String>,
+
+    /// Lend the ECS instance's RAM role to pods whose class names no other
+    /// identity (as Alibaba's provider does; any pod on the node may then use it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, help_heading = ALIBABA)]
+    ecs_ram_role: bool,
+
+    /// The provider's RAM role (RRSA with the OIDC provider, or assumed with
+    /// ACCESS_KEY_ID and SECRET_ACCESS_KEY).
+    #[arg(long, env = "ALICLOUD_ROLE_ARN", help_heading = ALIBABA)]
+    role_arn: Option<String>,
+
+    /// The cluster's RAM OIDC provider, for RRSA (the pod's and the provider's).
+    #[arg(long, env = "ALICLOUD_OIDC_PROVIDER_ARN", help_heading = ALIBABA)]
+    oidc_provider_arn: Option<String>,
+
+    /// With --cluster-id, the OIDC provider ARN
+    /// `acs:ram::<account>:oidc-provider/ack-rrsa-<cluster>` when none is given.
+    #[arg(long, env = "ALICLOUD_ACCOUNT_ID", help_heading = ALIBABA)]
+    account_id: Option<String>,
+
+    /// See --account-id.
+    #[arg(long, env = "ALICLOUD_CLUSTER_ID", help_heading = ALIBABA)]
+    cluster_id: Option<String>,
+
+    /// The provider's projected service-account token, for its own RRSA.
+    #[arg(long, env = "ALICLOUD_OIDC_TOKEN_FILE", default_value = csi_provider::alibaba::identity::DEFAULT_OIDC_TOKEN_FILE, help_heading = ALIBABA)]
+    oidc_token_file: PathBuf,
+
+    /// The session name of assumed roles.
+    #[arg(long, env = "ALICLOUD_ROLE_SESSION_NAME", default_value = csi_provider::alibaba::identity::DEFAULT_SESSION_NAME, help_heading = ALIBABA)]
+    role_session_name: String,
+
+    /// How long assumed roles' credentials last, in seconds (900 or more).
+    #[arg(long, env = "ALICLOUD_ROLE_SESSION_EXPIRATION", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(900..=43_200), help_heading = ALIBABA)]
+    role_session_expiration: u64,
+
+    /// The provider's AccessKey id (its secret is read from the environment
+    /// variable SECRET_ACCESS_KEY only).
+    #[arg(long, env = "ACCESS_KEY_ID", help_heading = ALIBABA)]
+    access_key_id: Option<String>,
+
+    /// For tests and emulators only: the base URL of the ECS instance metadata service instead
+    /// of http://100.100.100.200.
+    #[arg(long, value_name = "URL", help_heading = ALIBABA)]
+    insecure_ecs_metadata_endpoint: Option<String>,
 }
+
+/// The help section of the Alibaba Cloud flags.
+const ALIBABA: &str = "Alibaba Cloud (--provider alibabacloud)";
+
+/// The environment variable holding the provider's AccessKey secret (Alibaba's provider's
+/// name for it); never a flag, so that it is not in the process's arguments.
+const SECRET_ACCESS_KEY: &str = "SECRET_ACCESS_KEY";
 
 /// The socket's mode: the driver connects as root, which needs no permission bits.
 const SOCKET_MODE: u32 = 0o600;
@@ -191,13 +273,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Listen for SIGTERM before the socket exists, so a stop sent once it appears is not lost.
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let metrics = Arc::new(Metrics::default());
-    let backend = csi_provider::wiring::azure_backend(&settings(&args), Arc::clone(&metrics))
-        .context("cannot set up the Azure Key Vault backend")?;
-    let provider = csi_provider::service::CsiProvider::new(
-        Arc::new(backend),
+    let provider_kind = csi_provider::wiring::Provider::parse(&args.provider)?;
+    let mut alibaba = alibaba_settings(&args);
+    alibaba.access_key_secret = std::env::var(SECRET_ACCESS_KEY)
+        .ok()
+        .filter(|secret| !secret.trim().is_empty())
+        .map(|secret| secrecy::SecretString::from(secret.trim().to_owned()));
+    let backend = csi_provider::wiring::backend(
+        provider_kind,
+        &settings(&args),
+        &alibaba,
         Arc::clone(&metrics),
-        args.mount_timeout,
-    );
+    )
+    .with_context(|| format!("cannot set up the {} backend", provider_kind.name()))?;
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| csi_provider::default_socket(provider_kind.name()));
+    let provider =
+        csi_provider::service::CsiProvider::new(backend, Arc::clone(&metrics), args.mount_timeout);
     let ops = Arc::new(Ops {
         serving: AtomicBool::new(false),
         metrics,
@@ -218,8 +312,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let _ = ops_stopped.await;
         }));
     }
-    let (listener, bound) = grpc_uds::socket::bind(&args.socket, SOCKET_MODE)?;
+    let (listener, bound) = grpc_uds::socket::bind(&socket, SOCKET_MODE)?;
     tracing::info!(
+        provider = provider_kind.name(),
         socket = %bound.path().display(),
         version = env!("CARGO_PKG_VERSION"),
         "serving the Secrets Store CSI driver"
@@ -247,6 +342,29 @@ fn settings(args: &Args) -> csi_provider::wiring::Settings {
         insecure_resolve: args.insecure_resolve.clone(),
         insecure_imds_endpoint: args.insecure_imds_endpoint.clone(),
         insecure_skip_challenge_resource_check: args.insecure_skip_challenge_resource_check,
+    }
+}
+
+/// The Alibaba backend's settings from the flags (and the environment variables they read); the
+/// AccessKey secret is added by `run`.
+fn alibaba_settings(args: &Args) -> csi_provider::wiring::AlibabaSettings {
+    csi_provider::wiring::AlibabaSettings {
+        region: args.region.clone(),
+        kms_concurrency: args.max_concurrent_kms_secret_pulls as usize,
+        oos_concurrency: args.max_concurrent_oos_secret_pulls as usize,
+        sts_endpoint: args.sts_endpoint.clone(),
+        kms_endpoint_suffixes: args.kms_endpoint_suffix.clone(),
+        role_arn: args.role_arn.clone(),
+        oidc_provider_arn: args.oidc_provider_arn.clone(),
+        account_id: args.account_id.clone(),
+        cluster_id: args.cluster_id.clone(),
+        oidc_token_file: args.oidc_token_file.clone(),
+        role_session_name: args.role_session_name.clone(),
+        role_session_expiration: Duration::from_secs(args.role_session_expiration),
+        access_key_id: args.access_key_id.clone(),
+        access_key_secret: None,
+        ecs_ram_role: args.ecs_ram_role,
+        insecure_ecs_metadata_endpoint: args.insecure_ecs_metadata_endpoint.clone(),
     }
 }
 
@@ -285,5 +403,40 @@ mod tests {
         .unwrap();
         assert!(!args.construct_pem_chain);
         assert!(args.write_cert_and_key_in_separate_files);
+    }
+
+    #[test]
+    fn the_alibaba_flags_defaults_are_the_alibaba_backends_defaults() {
+        let args = Args::try_parse_from(["kube-kms-csi-provider"]).unwrap();
+        assert_eq!(args.provider, "azure");
+        assert_eq!(args.socket, None);
+        let ours = alibaba_settings(&args);
+        let defaults = csi_provider::wiring::AlibabaSettings::default();
+        assert_eq!(format!("{ours:?}"), format!("{defaults:?}"));
+        let args = Args::try_parse_from([
+            "kube-kms-csi-provider",
+            "--provider",
+            "alibabacloud",
+            "--region",
+            "cn-shanghai",
+            "--max-concurrent-kms-secret-pulls",
+            "3",
+            "--ecs-ram-role=false",
+        ])
+        .unwrap();
+        let ours = alibaba_settings(&args);
+        assert_eq!(
+            (
+                ours.region.as_str(),
+                ours.kms_concurrency,
+                ours.ecs_ram_role
+            ),
+            ("cn-shanghai", 3, false)
+        );
+        assert!(Args::try_parse_from(["kube-kms-csi-provider", "--provider", "aws"]).is_err());
+        assert!(
+            Args::try_parse_from(["kube-kms-csi-provider", "--role-session-expiration", "60"])
+                .is_err()
+        );
     }
 }

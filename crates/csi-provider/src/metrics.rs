@@ -1,5 +1,6 @@
 //! The provider's Prometheus metrics, with bounded labels only: the gRPC method and code, the
-//! Mount's outcome, the object type and the vault call's result. No label ever holds an object
+//! Mount's outcome, the object type (`secret`, `key`, `cert` for Azure; `kms`, `oos` for
+//! Alibaba Cloud) and the store call's result. No label ever holds an object
 //! name, a vault name, a pod, an identity or error text (Azure's provider puts object names and
 //! error messages in labels; a fleet's scrape then grows without bound).
 //!
@@ -76,7 +77,8 @@ impl Default for Metrics {
         let vault_calls = Family::<VaultLabels, Counter>::default();
         registry.register(
             "keyvault_requests",
-            "Key Vault reads made (after coalescing and caching), by object type and result",
+            "Secret store reads made (Key Vault; Alibaba Cloud KMS and OOS) after coalescing and \
+             caching, by object type and result",
             vault_calls.clone(),
         );
         let vault_seconds = Family::<VaultLabels, Histogram>::new_with_constructor(|| {
@@ -84,14 +86,14 @@ impl Default for Metrics {
         });
         registry.register(
             "keyvault_request_duration_seconds",
-            "Time of one Key Vault read including its retries, by object type and result",
+            "Time of one secret store read including its retries, by object type and result",
             vault_seconds.clone(),
         );
         let lookups = Family::<LookupLabels, Counter>::default();
         registry.register(
             "object_lookups",
             "Object reads a Mount asked for: served from the cache (hit), joined to a read in \
-             flight (coalesced), or read from the vault (miss)",
+             flight (coalesced), or read from the store (miss)",
             lookups.clone(),
         );
         Self {
@@ -118,8 +120,8 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Records one Key Vault read (all its attempts): the object type and a fixed result name
-    /// (`ok`, `not_found`, `forbidden`, `throttled`, …).
+    /// Records one secret store read (all its attempts): the object type and a fixed result
+    /// name (`ok`, `not_found`, `forbidden`, `throttled`, …).
     pub fn record_vault_call(
         &self,
         object_type: &'static str,

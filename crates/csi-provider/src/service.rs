@@ -1,6 +1,7 @@
 //! The `/v1alpha1.CSIDriverProvider` service: Version says which API and provider answer; Mount
-//! decodes the request, sets the Mount's deadline and hands it to the backend, then answers with
-//! every file and object version, or with one status (see [`crate::errors`]).
+//! decodes the request, sets the Mount's deadline and hands it to the [`Backend`] the provider
+//! serves (Azure Key Vault or Alibaba Cloud), then answers with every file and object version,
+//! or with one status (see [`crate::errors`]).
 //!
 //! Never logs a request's attributes, secrets or file contents: they carry service-account
 //! tokens, credentials and the secrets themselves. Per-request logs name the pod and the outcome.
@@ -9,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use tokio::time::Instant;
 
 use tonic::{Request, Response, Status};
 
-use crate::azure::mount::AzureBackend;
+use crate::alibaba::mount::AlibabaBackend;
+use crate::azure::mount::{AzureBackend, Mounted};
 use crate::errors::{MountError, to_status};
 use crate::metrics::Metrics;
 use crate::proto::v1alpha1::csi_driver_provider_server::CsiDriverProvider;
@@ -31,10 +34,53 @@ pub const RUNTIME_NAME: &str = "kube-kms-csi-provider";
 /// answer (an error naming what it waited for) still reaches the driver.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
+/// The secret store a provider process serves: one per process and socket.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// Azure Key Vault, as provider `azure`.
+    Azure(Arc<AzureBackend>),
+    /// Alibaba Cloud KMS Secrets Manager and OOS secret parameters, as provider `alibabacloud`.
+    Alibaba(Arc<AlibabaBackend>),
+}
+
+impl Backend {
+    /// Serves one Mount of `input`, by `deadline` at the latest.
+    pub async fn mount(
+        &self,
+        input: &MountInput,
+        deadline: Instant,
+    ) -> Result<Mounted, MountError> {
+        match self {
+            Self::Azure(backend) => backend.mount(input, deadline).await,
+            Self::Alibaba(backend) => backend.mount(input, deadline).await,
+        }
+    }
+
+    /// The provider name SecretProviderClasses use for it (`spec.provider`).
+    pub fn provider_name(&self) -> &'static str {
+        match self {
+            Self::Azure(_) => "azure",
+            Self::Alibaba(_) => "alibabacloud",
+        }
+    }
+}
+
+impl From<Arc<AzureBackend>> for Backend {
+    fn from(backend: Arc<AzureBackend>) -> Self {
+        Self::Azure(backend)
+    }
+}
+
+impl From<Arc<AlibabaBackend>> for Backend {
+    fn from(backend: Arc<AlibabaBackend>) -> Self {
+        Self::Alibaba(backend)
+    }
+}
+
 /// The provider service.
 #[derive(Debug, Clone)]
 pub struct CsiProvider {
-    backend: Arc<AzureBackend>,
+    backend: Backend,
     metrics: Arc<Metrics>,
     /// The longest a Mount may take when the caller sets no shorter deadline.
     mount_timeout: Duration,
@@ -43,9 +89,13 @@ pub struct CsiProvider {
 impl CsiProvider {
     /// A service mounting with `backend`, recording into `metrics`; a Mount takes at most
     /// `mount_timeout` (less when the caller's `grpc-timeout` is shorter).
-    pub fn new(backend: Arc<AzureBackend>, metrics: Arc<Metrics>, mount_timeout: Duration) -> Self {
+    pub fn new(
+        backend: impl Into<Backend>,
+        metrics: Arc<Metrics>,
+        mount_timeout: Duration,
+    ) -> Self {
         Self {
-            backend,
+            backend: backend.into(),
             metrics,
             mount_timeout,
         }
@@ -60,10 +110,11 @@ impl CsiProvider {
                 timeout.min(self.mount_timeout)
             })
             .saturating_sub(DEADLINE_MARGIN);
-        let deadline = tokio::time::Instant::now() + budget;
+        let deadline = Instant::now() + budget;
         let input = MountInput::from_request(request.get_ref())?;
         let mounted = self.backend.mount(&input, deadline).await?;
         tracing::debug!(
+            provider = self.backend.provider_name(),
             pod = %input.pod.name,
             namespace = %input.pod.namespace,
             files = mounted.files.len(),
