@@ -14,8 +14,10 @@
 //! requester's deadline) and every waiter gets its answer, so 100 pods mounting the same object
 //! cost one GET. Reads of one endpoint (a vault, a KMS or OOS endpoint) are bounded by a
 //! semaphore. A throttled answer is given to every waiter as is (no waiter retries on its own),
-//! and until its retry-after passes new reads of that endpoint wait for it (or fail at once with
-//! [`Fetcher::throttled`] when it is past their deadline) instead of adding to the storm.
+//! and until its retry-after passes new reads in its throttle scope ([`Fetcher::throttle_scope`]:
+//! the endpoint for Key Vault, whose limits are per vault; the endpoint and identity for Alibaba
+//! Cloud, whose limits are per account) wait for it (or fail at once with [`Fetcher::throttled`]
+//! when it is past their deadline) instead of adding to the storm.
 //!
 //! Errors: transient ones (throttling, outages, deadlines) and refused identities are not
 //! cached. Authoritative answers about an object for an identity ([`CacheError::is_authoritative`]:
@@ -134,10 +136,14 @@ pub trait Fetcher: Send + Sync + 'static {
     type Error: CacheError;
     /// The object type, for metrics.
     type Kind: Copy + Send + Sync + 'static;
+    /// What one throttled answer holds back: every read in the same scope waits out its
+    /// retry-after.
+    type ThrottleScope: Clone + Eq + Hash + Send + Sync + 'static;
 
-    /// The endpoint (host) the read goes to: reads of one endpoint share a concurrency bound
-    /// and its throttling.
+    /// The endpoint (host) the read goes to: reads of one endpoint share a concurrency bound.
     fn endpoint<'k>(&self, key: &'k Self::Key) -> &'k str;
+    /// The throttle scope of `key`'s read.
+    fn throttle_scope(&self, key: &Self::Key) -> Self::ThrottleScope;
     /// The object type, for metrics.
     fn kind(&self, key: &Self::Key) -> Self::Kind;
     /// Which TTL a successful read gets.
@@ -246,6 +252,7 @@ struct State<F: Fetcher> {
     ready: Lru<F::Key, Ready<F>>,
     flights: HashMap<F::Key, Arc<Flight<F>>>,
     gates: HashMap<String, Gate>,
+    throttled: HashMap<F::ThrottleScope, Instant>,
     last_sweep: Instant,
 }
 
@@ -259,14 +266,13 @@ struct Flight<F: Fetcher> {
     answer: watch::Sender<Option<Answer<F>>>,
 }
 
-/// One endpoint's concurrency bound and throttling state.
+/// One endpoint's concurrency bound.
 struct Gate {
     permits: Arc<Semaphore>,
     limit: usize,
-    throttled_until: Option<Instant>,
 }
 
-/// How many endpoint gates are kept before idle ones are dropped.
+/// How many endpoint gates (and throttle scopes) are kept before idle ones are dropped.
 const MAX_GATES: usize = 4096;
 /// How often expired entries are swept (on use).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -289,6 +295,7 @@ impl<F: Fetcher> Cache<F> {
                     ready: Lru::new(capacity),
                     flights: HashMap::new(),
                     gates: HashMap::new(),
+                    throttled: HashMap::new(),
                     last_sweep: Instant::now(),
                 }),
             }),
@@ -420,30 +427,33 @@ impl<F: Fetcher> Inner<F> {
         }
     }
 
-    /// The endpoint's gate: its permits and until when it is throttled.
+    /// The endpoint's permits, and until when `key`'s throttle scope is held back.
     fn gate(&self, key: &F::Key) -> (Arc<Semaphore>, Option<Instant>) {
         let endpoint = self.fetcher.endpoint(key);
+        let scope = self.fetcher.throttle_scope(key);
         let limit = self
             .fetcher
             .concurrency(key)
             .unwrap_or(self.settings.per_endpoint_concurrency)
             .max(1);
         let mut state = lock(&self.state);
+        let now = Instant::now();
+        if state.throttled.len() >= MAX_GATES {
+            state.throttled.retain(|_, until| *until > now);
+        }
+        let throttled_until = state.throttled.get(&scope).copied();
         let gates = &mut state.gates;
         if gates.len() >= MAX_GATES && !gates.contains_key(endpoint) {
-            let now = Instant::now();
             gates.retain(|_, gate| {
                 Arc::strong_count(&gate.permits) > 1
                     || gate.permits.available_permits() < gate.limit
-                    || gate.throttled_until.is_some_and(|until| until > now)
             });
         }
         let gate = gates.entry(endpoint.to_owned()).or_insert_with(|| Gate {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
-            throttled_until: None,
         });
-        (Arc::clone(&gate.permits), gate.throttled_until)
+        (Arc::clone(&gate.permits), throttled_until)
     }
 
     /// The read behind a miss: waits out the endpoint's throttling (or fails at once when that
@@ -486,11 +496,10 @@ impl<F: Fetcher> Inner<F> {
             && let Some(wait) = error.retry_after()
         {
             let until = Instant::now() + wait;
+            let scope = self.fetcher.throttle_scope(key);
             let mut state = lock(&self.state);
-            if let Some(gate) = state.gates.get_mut(self.fetcher.endpoint(key)) {
-                gate.throttled_until =
-                    Some(gate.throttled_until.map_or(until, |old| old.max(until)));
-            }
+            let held = state.throttled.entry(scope).or_insert(until);
+            *held = (*held).max(until);
         }
         answer
     }
@@ -627,9 +636,13 @@ mod tests {
         type Value = Arc<String>;
         type Error = TestError;
         type Kind = &'static str;
+        type ThrottleScope = String;
 
         fn endpoint<'k>(&self, key: &'k TestKey) -> &'k str {
             &key.1
+        }
+        fn throttle_scope(&self, key: &TestKey) -> String {
+            key.1.clone()
         }
         fn kind(&self, _key: &TestKey) -> &'static str {
             "test"

@@ -104,9 +104,16 @@ impl Fetcher for Reader {
     type Value = Arc<Fetched>;
     type Error = AlibabaError;
     type Kind = ObjectType;
+    /// Alibaba Cloud's limits are per account: one identity's throttling holds back only its own
+    /// reads of the endpoint, never another identity's (another account's).
+    type ThrottleScope = (String, IdentityKey);
 
     fn endpoint<'k>(&self, key: &'k Key) -> &'k str {
         &key.endpoint
+    }
+
+    fn throttle_scope(&self, key: &Key) -> (String, IdentityKey) {
+        (key.endpoint.clone(), key.identity.clone())
     }
 
     fn kind(&self, key: &Key) -> ObjectType {

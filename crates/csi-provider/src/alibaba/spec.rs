@@ -492,7 +492,12 @@ fn parse_object(
     let name = raw
         .text(fields::OBJECT_NAME)
         .map_err(|reason| unnamed(fields::OBJECT_NAME, reason))?
-        .ok_or_else(|| unnamed(fields::OBJECT_NAME, "Object name must be specified".into()))?;
+        .ok_or_else(|| {
+            unnamed(
+                fields::OBJECT_NAME,
+                "objectName: Object name must be specified".into(),
+            )
+        })?;
     if name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
         return Err(unnamed(
             fields::OBJECT_NAME,
@@ -517,7 +522,7 @@ fn parse_object(
             return Err(named(
                 fields::OBJECT_TYPE,
                 format!(
-                    "unsupported object type {}, only support \"kms\" and \"oos\"",
+                    "objectType: unsupported object type {}, only support \"kms\" and \"oos\"",
                     quoted(other)
                 ),
             ));
@@ -586,7 +591,12 @@ fn parse_object(
     };
     let cross_account_role = text(&mut raw, fields::CROSS_ACCOUNT_ROLE_ARN)?
         .map(|arn| {
-            RoleArn::parse(&arn).map_err(|reason| named(fields::CROSS_ACCOUNT_ROLE_ARN, reason))
+            RoleArn::parse(&arn).map_err(|reason| {
+                named(
+                    fields::CROSS_ACCOUNT_ROLE_ARN,
+                    format!("crossAccountRoleArn: {reason}"),
+                )
+            })
         })
         .transpose()?;
     let entries = raw
@@ -626,13 +636,13 @@ fn check_object_arn(name: &str, kind: ObjectType) -> Result<(), String> {
             Ok(())
         }
         ["acs", found, _, _, _] if *found != service => Err(format!(
-            "Invalid service in ARN: {} (an objectType {} object's ARN is \
+            "objectName: Invalid service in ARN: {} (an objectType {} object's ARN is \
              acs:{service}:<region>:<account>:{resource}<name>)",
             quoted(found),
             kind.as_str()
         )),
         _ => Err(format!(
-            "Invalid ARN format in object name: {} (expected \
+            "objectName: Invalid ARN format in object name: {} (expected \
              acs:{service}:<region>:<account>:{resource}<name>)",
             quoted(name)
         )),

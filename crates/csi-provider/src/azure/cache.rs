@@ -108,9 +108,15 @@ impl Fetcher for VaultFetcher {
     type Value = Value;
     type Error = VaultError;
     type Kind = ObjectKind;
+    /// Key Vault's limits are per vault: one identity's 429 holds back every read of the vault.
+    type ThrottleScope = String;
 
     fn endpoint<'k>(&self, key: &'k Key) -> &'k str {
         &key.vault_host
+    }
+
+    fn throttle_scope(&self, key: &Key) -> String {
+        key.vault_host.clone()
     }
 
     fn kind(&self, key: &Key) -> ObjectKind {
