@@ -14,9 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod util;
+
 use alibaba_emulator::{
-    AccessKeySpec, Emulator, Fault, FaultRule, Grants, OidcProviderSpec, Options, ParameterSpec,
-    RoleSpec, RunningEmulator, SecretSpec, SecretVersionSpec,
+    AccessKeySpec, Emulator, Fault, FaultRule, Grants, Options, ParameterSpec, RoleSpec,
+    RunningEmulator, SecretSpec, SecretVersionSpec,
 };
 use csi_provider::alibaba::mount::AlibabaBackend;
 use csi_provider::azure::mount::Mounted;
@@ -27,12 +29,10 @@ use csi_provider::wiring::{self, AlibabaSettings, Settings};
 use secrecy::SecretString;
 use tokio::time::Instant;
 use tonic::Code;
+use util::{ALIBABA_OTHER_ACCOUNT, ALIBABA_PROVIDER_SUBJECT, register_alibaba_roles};
 
-const OTHER_ACCOUNT: &str = "2222222222222222";
 const ISSUER: &str = "https://oidc-ack.cn-hangzhou.aliyuncs.com/c1";
 const POD_SUBJECT: &str = "system:serviceaccount:shop:web";
-const PROVIDER_SUBJECT: &str =
-    "system:serviceaccount:kube-system:csi-secrets-store-provider-alibabacloud";
 const DB: &str = "db-password-value";
 const READER: (&str, &str) = ("LTAIreader0001", "reader-secret-value");
 const NOBODY: (&str, &str) = ("LTAInobody0001", "nobody-secret-value");
@@ -86,7 +86,7 @@ impl Fixture {
         emulator
             .put_secret(
                 "shared",
-                SecretSpec::text("shared-value").in_account(OTHER_ACCOUNT),
+                SecretSpec::text("shared-value").in_account(ALIBABA_OTHER_ACCOUNT),
             )
             .expect("the emulator takes it");
         emulator
@@ -102,54 +102,35 @@ impl Fixture {
         emulator
             .add_access_key(AccessKeySpec::new(PROVIDER_KEY.0, PROVIDER_KEY.1))
             .expect("the emulator takes it");
-        let oidc_provider = emulator
-            .add_oidc_provider(OidcProviderSpec::new("ack-rrsa-c1", ISSUER))
-            .expect("the emulator takes it");
-        let pod_role = emulator
-            .add_role(
-                RoleSpec::new("pod-reader")
-                    .trust_oidc(&oidc_provider, &[POD_SUBJECT])
-                    .with_grants(Grants {
-                        secrets: vec!["db".into(), "app/config".into(), "storm".into()],
-                        parameters: vec!["p".into()],
-                        roles: vec!["*".into()],
-                    }),
-            )
-            .expect("the emulator takes it");
-        let provider_role = emulator
-            .add_role(RoleSpec::new("csi-provider").trust_oidc(&oidc_provider, &[PROVIDER_SUBJECT]))
-            .expect("the emulator takes it");
-        let ram_role = emulator
-            .add_role(RoleSpec::new("ram-reader"))
-            .expect("the emulator takes it");
-        emulator
-            .add_role(RoleSpec::new("ecs-node"))
-            .expect("the emulator takes it");
-        emulator
-            .set_ecs_role(Some("ecs-node"))
-            .expect("the emulator takes it");
-        let cross_role = emulator
-            .add_role(
-                RoleSpec::new("cross-reader")
-                    .in_account(OTHER_ACCOUNT)
-                    .trust_account(emulator.account_id())
-                    .with_grants(Grants::secrets(&["shared"])),
-            )
-            .expect("the emulator takes it");
+        let roles = register_alibaba_roles(
+            &emulator,
+            ISSUER,
+            POD_SUBJECT,
+            Grants {
+                secrets: vec!["db".into(), "app/config".into(), "storm".into()],
+                parameters: vec!["p".into()],
+                roles: vec!["*".into()],
+            },
+            Grants::all(),
+        );
         let dir = tempfile::tempdir().expect("the emulator takes it");
         let token_file = dir.path().join("provider-token");
         let token = emulator
-            .oidc_token(&oidc_provider, PROVIDER_SUBJECT, Duration::from_secs(3600))
+            .oidc_token(
+                &roles.oidc_provider,
+                ALIBABA_PROVIDER_SUBJECT,
+                Duration::from_secs(3600),
+            )
             .expect("the emulator takes it");
         std::fs::write(&token_file, format!("{token}\n")).expect("the emulator takes it");
         Self {
             emulator,
             dir,
-            oidc_provider,
-            pod_role,
-            provider_role,
-            ram_role,
-            cross_role,
+            oidc_provider: roles.oidc_provider,
+            pod_role: roles.pod_role,
+            provider_role: roles.provider_role,
+            ram_role: roles.ram_role,
+            cross_role: roles.cross_role,
             token_file,
         }
     }
@@ -506,7 +487,7 @@ async fn a_cross_account_role_is_assumed_with_the_mounts_identity() {
     // An identity the role does not trust is refused, naming the role.
     let untrusting = fx
         .emulator
-        .add_role(RoleSpec::new("closed").in_account(OTHER_ACCOUNT))
+        .add_role(RoleSpec::new("closed").in_account(ALIBABA_OTHER_ACCOUNT))
         .unwrap();
     let (found, message) = code(
         backend
@@ -617,6 +598,12 @@ async fn throttling_is_waited_out_within_the_deadline_and_refused_past_it() {
     assert_eq!(found, Code::ResourceExhausted, "{message}");
     assert_eq!(fx.emulator.reads("GetSecretValue", "db"), 0, "not sent");
     assert_eq!(fx.emulator.reads("GetSecretValue", "cold"), 1);
+    // Another identity (another account, as far as the cache knows) is not held back.
+    let mounted = backend
+        .mount(&input("- objectName: db", &[], &[], None), deadline(3))
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(files(&mounted)["db"], DB.as_bytes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,40 +13,17 @@
 
 mod util;
 
-use util::{ProviderProcess, VaultFixture, require_python, run_python_suite};
+use util::{ProviderProcess, VaultFixture, require_python, run_python_suite_against};
 
 /// Runs `modules` against `provider`; on failure, prints the suite's and the provider's logs.
 async fn run(fixture: &VaultFixture, provider: &ProviderProcess, modules: &[&str]) {
-    let started = std::time::Instant::now();
-    let (passed, report) = run_python_suite(modules, &fixture.python_env(provider)).await;
-    let elapsed = started.elapsed();
-    assert!(
-        passed,
-        "the driver-shaped Python client failed after {elapsed:.2?}:\n{report}\n\
-         --- provider log ---\n{}",
-        provider.logs()
-    );
-    eprintln!("{report}\nthe Python suite took {elapsed:.2?}");
+    run_python_suite_against(provider, modules, &fixture.python_env(provider)).await;
 }
 
 /// Stops the provider with SIGTERM (as the DaemonSet's pod is stopped) and checks that it
 /// exited cleanly and logged no secret on the way.
 async fn stop(fixture: &VaultFixture, provider: ProviderProcess) {
-    fixture.assert_log_holds_no_secret(&provider);
-    let socket = provider.socket.clone();
-    let log = provider.log.clone();
-    let status = provider.stop().await;
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "kube-kms-csi-provider exited with {status} after SIGTERM:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    assert!(
-        std::fs::symlink_metadata(&socket).is_err(),
-        "the provider left its socket {} behind",
-        socket.display()
-    );
+    provider.stop_cleanly(&fixture.never_logged).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

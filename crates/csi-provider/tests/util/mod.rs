@@ -13,6 +13,7 @@
     reason = "each test crate uses a different subset of these helpers"
 )]
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -263,20 +264,7 @@ impl VaultFixture {
     /// Fails the test, quoting the line, if the provider's log holds anything that must never
     /// be logged: a seeded secret value, a client secret, a password, a private key, a JWT.
     pub fn assert_log_holds_no_secret(&self, provider: &ProviderProcess) {
-        let log = provider.logs();
-        for line in log.lines() {
-            let leaked = self
-                .never_logged
-                .iter()
-                .find(|secret| line.contains(secret.as_str()))
-                .map(|_| "a seeded secret, client secret or password")
-                .or_else(|| line.contains("PRIVATE KEY").then_some("a private key"))
-                // Every JWT (service-account token, access token) starts with base64 of `{"`.
-                .or_else(|| line.contains("eyJ").then_some("a JWT"));
-            if let Some(what) = leaked {
-                panic!("the provider logged {what}:\n{line}");
-            }
-        }
+        provider.assert_log_holds_none_of(&self.never_logged);
     }
 }
 
@@ -720,6 +708,73 @@ fn certificate(
     builder.build()
 }
 
+/// The Alibaba Cloud identities the Alibaba suites register in the emulator: the cluster's
+/// OIDC provider; a pod role and the provider's own role trusted for their ServiceAccounts'
+/// tokens; a RAM role for AccessKeys of its account; the ECS instance's role; a role in
+/// [`ALIBABA_OTHER_ACCOUNT`] trusted by the emulator's account and reading its secret `shared`.
+#[derive(Debug, Clone)]
+pub struct AlibabaRoles {
+    /// The OIDC provider's ARN.
+    pub oidc_provider: String,
+    /// The pod's role.
+    pub pod_role: String,
+    /// The provider's own role.
+    pub provider_role: String,
+    /// The RAM role assumed with an AccessKey.
+    pub ram_role: String,
+    /// The other account's role.
+    pub cross_role: String,
+}
+
+/// The other account of cross-account reads.
+pub const ALIBABA_OTHER_ACCOUNT: &str = "2222222222222222";
+/// The ServiceAccount subject of the provider's own RRSA token.
+pub const ALIBABA_PROVIDER_SUBJECT: &str =
+    "system:serviceaccount:kube-system:csi-secrets-store-provider-alibabacloud";
+
+/// Registers [`AlibabaRoles`]: the OIDC provider for `issuer`, the pod role trusted for
+/// `pod_subject` with `pod_grants`, the ECS instance's role with `ecs_grants`.
+pub fn register_alibaba_roles(
+    emulator: &alibaba_emulator::RunningEmulator,
+    issuer: &str,
+    pod_subject: &str,
+    pod_grants: alibaba_emulator::Grants,
+    ecs_grants: alibaba_emulator::Grants,
+) -> AlibabaRoles {
+    use alibaba_emulator::{Grants, OidcProviderSpec, RoleSpec};
+    let role = |spec: RoleSpec| {
+        emulator
+            .add_role(spec)
+            .expect("the emulator takes the role")
+    };
+    let oidc_provider = emulator
+        .add_oidc_provider(OidcProviderSpec::new("ack-rrsa-cluster", issuer))
+        .expect("the emulator takes the OIDC provider");
+    let roles = AlibabaRoles {
+        pod_role: role(
+            RoleSpec::new("pod-reader")
+                .trust_oidc(&oidc_provider, &[pod_subject])
+                .with_grants(pod_grants),
+        ),
+        provider_role: role(
+            RoleSpec::new("csi-provider").trust_oidc(&oidc_provider, &[ALIBABA_PROVIDER_SUBJECT]),
+        ),
+        ram_role: role(RoleSpec::new("ram-reader")),
+        cross_role: role(
+            RoleSpec::new("cross-reader")
+                .in_account(ALIBABA_OTHER_ACCOUNT)
+                .trust_account(emulator.account_id())
+                .with_grants(Grants::secrets(&["shared"])),
+        ),
+        oidc_provider,
+    };
+    role(RoleSpec::new("ecs-node").with_grants(ecs_grants));
+    emulator
+        .set_ecs_role(Some("ecs-node"))
+        .expect("the ECS instance's role");
+    roles
+}
+
 /// `kube-kms-csi-provider` running as a child process against a [`VaultFixture`], killed when
 /// dropped.
 pub struct ProviderProcess {
@@ -738,32 +793,44 @@ impl ProviderProcess {
     /// and the health endpoint's address is logged. Fails the test, showing the log, if the
     /// provider exits first or is not serving within a minute.
     pub async fn start(fixture: &VaultFixture, name: &str, extra_args: &[&str]) -> Self {
-        let socket = fixture.dir.path().join(format!("{name}.sock"));
+        let mut args: Vec<OsString> = vec![
+            "--cloud-env-dir".into(),
+            fixture.cloud_dir.clone().into(),
+            "--ca-file".into(),
+            fixture.emulator.ca_pem_path().into(),
+            "--insecure-resolve".into(),
+            format!("{VAULT_SUFFIX}={}", fixture.emulator.addr()).into(),
+            "--insecure-imds-endpoint".into(),
+            fixture.imds_endpoint().into(),
+            "--insecure-skip-challenge-resource-check".into(),
+        ];
+        args.extend(extra_args.iter().map(OsString::from));
+        Self::launch(fixture.dir.path(), name, &args, &[]).await
+    }
+
+    /// Starts the provider on `<dir>/<name>.sock` with its log in `<dir>/<name>.log`, the
+    /// health listener on a free loopback port and debug logging, then `args`; its environment
+    /// is only HOME, PATH and `env`. Returns once the socket accepts connections and the health
+    /// endpoint's address is logged; fails the test, showing the log, if the provider exits
+    /// first or is not serving within a minute.
+    pub async fn launch(dir: &Path, name: &str, args: &[OsString], env: &[(&str, String)]) -> Self {
+        let socket = dir.join(format!("{name}.sock"));
         assert!(
             socket.as_os_str().len() <= MAX_SOCKET_PATH,
             "socket path {} is longer than {MAX_SOCKET_PATH} bytes",
             socket.display()
         );
-        let log = fixture.dir.path().join(format!("{name}.log"));
+        let log = dir.join(format!("{name}.log"));
         let mut command = Command::new(PROVIDER_BIN);
         command
             .env_clear()
-            .env("HOME", fixture.dir.path())
+            .env("HOME", dir)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .arg("--socket")
             .arg(&socket)
-            .args(["--health-address", "127.0.0.1:0"])
-            .arg("--cloud-env-dir")
-            .arg(&fixture.cloud_dir)
-            .arg("--ca-file")
-            .arg(fixture.emulator.ca_pem_path())
-            .arg("--insecure-resolve")
-            .arg(format!("{VAULT_SUFFIX}={}", fixture.emulator.addr()))
-            .arg("--insecure-imds-endpoint")
-            .arg(fixture.imds_endpoint())
-            .arg("--insecure-skip-challenge-resource-check")
-            .args(["--log-level", "debug"])
-            .args(extra_args)
+            .args(["--health-address", "127.0.0.1:0", "--log-level", "debug"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create the provider's log"));
@@ -803,6 +870,43 @@ impl ProviderProcess {
     /// Everything the provider logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails the test, quoting the line, if the provider's log holds one of `secrets`, a
+    /// private key or a JWT.
+    pub fn assert_log_holds_none_of(&self, secrets: &[String]) {
+        for line in self.logs().lines() {
+            let leaked = secrets
+                .iter()
+                .find(|secret| line.contains(secret.as_str()))
+                .map(|_| "a seeded secret, client secret or password")
+                .or_else(|| line.contains("PRIVATE KEY").then_some("a private key"))
+                // Every JWT (service-account token, access token) starts with base64 of `{"`.
+                .or_else(|| line.contains("eyJ").then_some("a JWT"));
+            if let Some(what) = leaked {
+                panic!("the provider logged {what}:\n{line}");
+            }
+        }
+    }
+
+    /// Stops the provider with SIGTERM (as the DaemonSet's pod is stopped) and checks that it
+    /// exited cleanly, removed its socket, and logged none of `secrets` on the way.
+    pub async fn stop_cleanly(self, secrets: &[String]) {
+        self.assert_log_holds_none_of(secrets);
+        let socket = self.socket.clone();
+        let log = self.log.clone();
+        let status = self.stop().await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "kube-kms-csi-provider exited with {status} after SIGTERM:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            std::fs::symlink_metadata(&socket).is_err(),
+            "the provider left its socket {} behind",
+            socket.display()
+        );
     }
 
     /// Sends SIGTERM and waits for the provider to exit.
@@ -850,6 +954,25 @@ fn health_address(log: &str) -> Option<SocketAddr> {
             let port: u16 = digits.parse().ok().filter(|port| *port != 0)?;
             Some(SocketAddr::from(([127, 0, 0, 1], port)))
         })
+}
+
+/// Runs the Python unittest `modules` against `provider` with `env`, failing the test with the
+/// suite's and the provider's logs unless every test ran and passed.
+pub async fn run_python_suite_against(
+    provider: &ProviderProcess,
+    modules: &[&str],
+    env: &[(&'static str, String)],
+) {
+    let started = std::time::Instant::now();
+    let (passed, report) = run_python_suite(modules, env).await;
+    let elapsed = started.elapsed();
+    assert!(
+        passed,
+        "the driver-shaped Python client failed after {elapsed:.2?}:\n{report}\n\
+         --- provider log ---\n{}",
+        provider.logs()
+    );
+    eprintln!("{report}\nthe Python suite took {elapsed:.2?}");
 }
 
 /// Runs the Python unittest `modules` (in [`SUITE_DIR`]) with `env`; returns whether every test
