@@ -53,6 +53,9 @@ const MAX_CLIENT_SECRET_LEN: usize = 4096;
 /// The longest service-account token accepted, in bytes.
 const MAX_ASSERTION_LEN: usize = 16 * 1024;
 
+/// The next proven credential's id.
+static NEXT_CREDENTIAL_ID: AtomicU64 = AtomicU64::new(1);
+
 /// How the provider resolves identities. Built once from the provider's flags.
 #[derive(Debug, Clone)]
 pub struct IdentitySettings {
@@ -381,7 +384,6 @@ pub struct IdentityResolver {
     remote: Arc<dyn HttpClient>,
     managed_identity: Arc<dyn HttpClient>,
     credentials: Mutex<Lru<CredentialKey, Arc<Slot>>>,
-    next_id: AtomicU64,
 }
 
 impl fmt::Debug for IdentityResolver {
@@ -477,7 +479,6 @@ impl IdentityResolver {
             remote,
             managed_identity,
             credentials: Mutex::new(Lru::new(capacity)),
-            next_id: AtomicU64::new(1),
         })
     }
 
@@ -578,7 +579,9 @@ impl IdentityResolver {
             }
         }
         let slot = Arc::new(Slot {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            // Process-wide, so two resolvers' credentials never share an id (the vault reader
+            // keys its SDK clients by it).
+            id: NEXT_CREDENTIAL_ID.fetch_add(1, Ordering::Relaxed),
             credential: build()?,
             proven_until: OnceCell::new(),
         });
