@@ -170,6 +170,20 @@ struct Args {
     /// of http://100.100.100.200.
     #[arg(long, value_name = "URL", help_heading = ALIBABA)]
     insecure_ecs_metadata_endpoint: Option<String>,
+
+    /// The Kubernetes API, where a pod's ServiceAccount annotation ack.alibabacloud.com/role-arn
+    /// is read (needs get on serviceaccounts); `off` for none [default: in a pod with its
+    /// service-account token mounted, https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT].
+    #[arg(long, value_name = "URL", help_heading = ALIBABA)]
+    kube_api_url: Option<String>,
+
+    /// The provider's own service-account token, for the Kubernetes API.
+    #[arg(long, default_value = csi_provider::alibaba::kube::IN_CLUSTER_TOKEN_FILE, help_heading = ALIBABA)]
+    kube_token_file: PathBuf,
+
+    /// The cluster's CA, for the Kubernetes API.
+    #[arg(long, default_value = csi_provider::alibaba::kube::IN_CLUSTER_CA_FILE, help_heading = ALIBABA)]
+    kube_ca_file: PathBuf,
 }
 
 /// The help section of the Alibaba Cloud flags.
@@ -286,6 +300,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Arc::clone(&metrics),
     )
     .with_context(|| format!("cannot set up the {} backend", provider_kind.name()))?;
+    if provider_kind == csi_provider::wiring::Provider::Alibabacloud {
+        match &alibaba.kube_api_url {
+            Some(url) => {
+                tracing::info!(api = %url, "pods' RAM roles are read from their ServiceAccounts' ack.alibabacloud.com/role-arn")
+            }
+            None => tracing::info!(
+                "no Kubernetes API: a pod's RAM role comes from its class's podServiceAccountRoleArn only"
+            ),
+        }
+    }
     let socket = args
         .socket
         .clone()
@@ -365,7 +389,33 @@ fn alibaba_settings(args: &Args) -> csi_provider::wiring::AlibabaSettings {
         access_key_secret: None,
         ecs_ram_role: args.ecs_ram_role,
         insecure_ecs_metadata_endpoint: args.insecure_ecs_metadata_endpoint.clone(),
+        kube_api_url: match args.kube_api_url.as_deref() {
+            Some("off") => None,
+            Some(url) => Some(url.to_owned()),
+            None => in_cluster_api(&args.kube_token_file),
+        },
+        kube_token_file: args.kube_token_file.clone(),
+        kube_ca_file: args
+            .kube_ca_file
+            .exists()
+            .then(|| args.kube_ca_file.clone()),
     }
+}
+
+/// The Kubernetes API as a pod finds it (`KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT`),
+/// when the pod has its service-account token mounted at `token_file`.
+fn in_cluster_api(token_file: &std::path::Path) -> Option<String> {
+    let host = std::env::var("KUBERNETES_SERVICE_HOST").ok()?;
+    let port = std::env::var("KUBERNETES_SERVICE_PORT").ok()?;
+    if !token_file.exists() {
+        return None;
+    }
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Some(format!("https://{host}:{port}"))
 }
 
 async fn stopped(terminate: &mut Signal) {

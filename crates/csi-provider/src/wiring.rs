@@ -21,6 +21,7 @@ use crate::alibaba::identity::{
     DEFAULT_OIDC_TOKEN_FILE, DEFAULT_SESSION_NAME, IdentityResolver as AlibabaIdentities,
     IdentitySettings as AlibabaIdentitySettings, oidc_provider_arn,
 };
+use crate::alibaba::kube::{IN_CLUSTER_TOKEN_FILE, KubeSettings, KubernetesServiceAccounts};
 use crate::alibaba::mount::AlibabaBackend;
 use crate::alibaba::spec::{ObjectType, RoleArn, SpecSettings};
 
@@ -161,6 +162,13 @@ pub struct AlibabaSettings {
     /// `--insecure-ecs-metadata-endpoint`: the ECS metadata service's base URL, for tests and
     /// emulators only.
     pub insecure_ecs_metadata_endpoint: Option<String>,
+    /// `--kube-api-url`: where ServiceAccounts' `ack.alibabacloud.com/role-arn` annotations are
+    /// read; `None`: not read (a pod's role then comes from `podServiceAccountRoleArn` only).
+    pub kube_api_url: Option<String>,
+    /// `--kube-token-file`: the provider's own service-account token, for the Kubernetes API.
+    pub kube_token_file: PathBuf,
+    /// `--kube-ca-file`: the cluster's CA, when that file exists.
+    pub kube_ca_file: Option<PathBuf>,
 }
 
 impl Default for AlibabaSettings {
@@ -183,6 +191,9 @@ impl Default for AlibabaSettings {
             access_key_secret: None,
             ecs_ram_role: true,
             insecure_ecs_metadata_endpoint: None,
+            kube_api_url: None,
+            kube_token_file: PathBuf::from(IN_CLUSTER_TOKEN_FILE),
+            kube_ca_file: None,
         }
     }
 }
@@ -203,6 +214,9 @@ impl std::fmt::Debug for AlibabaSettings {
             .field("access_key_id", &self.access_key_id.is_some())
             .field("access_key_secret", &self.access_key_secret.is_some())
             .field("ecs_ram_role", &self.ecs_ram_role)
+            .field("kube_api_url", &self.kube_api_url)
+            .field("kube_token_file", &self.kube_token_file)
+            .field("kube_ca_file", &self.kube_ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -295,6 +309,19 @@ pub fn alibaba_backend(
     })
     .map_err(|error| SettingsError(format!("cannot set up Alibaba Cloud access: {error}")))?;
     let client = Arc::new(client);
+    let service_accounts = match &alibaba.kube_api_url {
+        Some(url) => {
+            let reader = KubernetesServiceAccounts::new(KubeSettings {
+                api_url: url.clone(),
+                token_file: alibaba.kube_token_file.clone(),
+                ca_file: alibaba.kube_ca_file.clone(),
+                ttl: Duration::from_secs(30),
+            })
+            .map_err(|error| SettingsError(format!("--kube-api-url: {error}")))?;
+            Some(Arc::new(reader) as Arc<dyn crate::alibaba::identity::ServiceAccountRoles>)
+        }
+        None => None,
+    };
     let identities = AlibabaIdentities::new(
         AlibabaIdentitySettings {
             role_arn,
@@ -309,6 +336,7 @@ pub fn alibaba_backend(
             role_session_name: alibaba.role_session_name.clone(),
             role_session_duration: alibaba.role_session_expiration,
             allow_ecs_ram_role: alibaba.ecs_ram_role,
+            service_accounts,
             ..AlibabaIdentitySettings::default()
         },
         Arc::clone(&client),

@@ -29,7 +29,7 @@ use csi_provider::wiring::{self, AlibabaSettings, Settings};
 use secrecy::SecretString;
 use tokio::time::Instant;
 use tonic::Code;
-use util::{ALIBABA_OTHER_ACCOUNT, ALIBABA_PROVIDER_SUBJECT, register_alibaba_roles};
+use util::{ALIBABA_OTHER_ACCOUNT, ALIBABA_PROVIDER_SUBJECT, FakeKubeApi, register_alibaba_roles};
 
 const ISSUER: &str = "https://oidc-ack.cn-hangzhou.aliyuncs.com/c1";
 const POD_SUBJECT: &str = "system:serviceaccount:shop:web";
@@ -787,4 +787,66 @@ async fn the_provider_rrsa_token_file_and_settings_are_checked() {
             "{bad:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pods_role_comes_from_its_service_account_annotation() {
+    let fx = Fixture::start().await;
+    let kube = FakeKubeApi::start(
+        fx.dir.path(),
+        BTreeMap::from([
+            (
+                ("shop".to_owned(), "web".to_owned()),
+                Some(fx.pod_role.clone()),
+            ),
+            (("shop".to_owned(), "plain".to_owned()), None),
+        ]),
+    )
+    .await;
+    let backend = fx.backend(AlibabaSettings {
+        oidc_provider_arn: Some(fx.oidc_provider.clone()),
+        kube_api_url: Some(kube.url.clone()),
+        kube_token_file: kube.token_file.clone(),
+        kube_ca_file: Some(kube.ca_file.clone()),
+        ..fx.alibaba()
+    });
+    let class = [("usePodServiceAccountToken", "true")];
+    let token = fx.pod_token(POD_SUBJECT);
+    for _ in 0..3 {
+        let mounted = backend
+            .mount(
+                &input("- objectName: db", &class, &[], Some(&token)),
+                deadline(10),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(files(&mounted)["db"], DB.as_bytes());
+    }
+    assert_eq!(
+        kube.reads.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the annotation is reused"
+    );
+    // A ServiceAccount without the annotation: refused, naming it; no fallback.
+    let mut plain = input(
+        "- objectName: db",
+        &class,
+        &access_key(READER),
+        Some(&token),
+    );
+    plain.pod.service_account = "plain".into();
+    let (found, message) = code(backend.mount(&plain, deadline(10)).await);
+    assert_eq!(found, Code::FailedPrecondition, "{message}");
+    assert!(
+        message.contains("shop/plain") && message.contains("ack.alibabacloud.com/role-arn"),
+        "{message}"
+    );
+    // The provider's token is wrong: the API's refusal is named.
+    std::fs::write(&kube.token_file, "another-token").expect("rewrite the token");
+    let mut other = input("- objectName: db", &class, &[], Some(&token));
+    other.pod.service_account = "other".into();
+    let (found, message) = code(backend.mount(&other, deadline(10)).await);
+    assert_eq!(found, Code::FailedPrecondition, "{message}");
+    assert!(message.contains("HTTP 401"), "{message}");
+    assert!(!message.contains("another-token"), "{message}");
 }

@@ -7,14 +7,17 @@
 //! `jmesPath`, every identity mode, every error and the call counts under concurrent Mounts.
 //!
 //! Four provider processes serve the identity modes that are the provider's own settings: the
-//! default one (the pod's RRSA role, nodePublishSecretRef AccessKeys, the ECS role), one with
-//! its own RRSA role, one assuming a RAM role with its AccessKey, one with a plain AccessKey.
+//! default one (the pod's RRSA role, named in the class or read from its ServiceAccount's
+//! annotation through a stand-in Kubernetes API; nodePublishSecretRef AccessKeys; the ECS role),
+//! one with its own RRSA role, one assuming a RAM role with its AccessKey, one with a plain
+//! AccessKey.
 //!
 //! These tests never skip: without python3, grpcio, grpcio-tools or cryptography they fail and
 //! say what to install. Every wait polls with a deadline.
 
 mod util;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -25,7 +28,7 @@ use alibaba_emulator::{
 use base64::Engine as _;
 use serde_json::json;
 use util::{
-    ALIBABA_OTHER_ACCOUNT, ALIBABA_PROVIDER_SUBJECT, ProviderProcess, random_hex,
+    ALIBABA_OTHER_ACCOUNT, ALIBABA_PROVIDER_SUBJECT, FakeKubeApi, ProviderProcess, random_hex,
     register_alibaba_roles, require_python, run_python_suite_against, short_dir,
 };
 
@@ -216,11 +219,37 @@ async fn a_driver_shaped_python_client_mounts_alibaba_objects_with_every_identit
     std::fs::write(&token_file, format!("{token}\n")).expect("write the provider's token");
     let secret_env = || vec![("SECRET_ACCESS_KEY", fixture.provider_key.1.clone())];
 
-    // RRSA (the pod's or the provider's) needs the cluster's OIDC provider.
+    // RRSA (the pod's or the provider's) needs the cluster's OIDC provider; the pod's role
+    // comes from its ServiceAccount's annotation (payments/checkout has one; payments/bare not).
+    let kube = FakeKubeApi::start(
+        fixture.dir.path(),
+        BTreeMap::from([
+            (
+                ("payments".to_owned(), "checkout".to_owned()),
+                Some(
+                    fixture.manifest["pod_role_arn"]
+                        .as_str()
+                        .expect("an ARN")
+                        .to_owned(),
+                ),
+            ),
+            (("payments".to_owned(), "bare".to_owned()), None),
+        ]),
+    )
+    .await;
     let main = fixture
         .provider(
             "alibabacloud",
-            &["--oidc-provider-arn", &fixture.oidc_provider],
+            &[
+                "--oidc-provider-arn",
+                &fixture.oidc_provider,
+                "--kube-api-url",
+                &kube.url,
+                "--kube-token-file",
+                kube.token_file.to_str().expect("a UTF-8 path"),
+                "--kube-ca-file",
+                kube.ca_file.to_str().expect("a UTF-8 path"),
+            ],
             &[],
         )
         .await;

@@ -8,7 +8,8 @@
 //! translated); [`identity`] walks Alibaba's credential chain (the pod's RRSA role, the
 //! provider's RRSA role, a RAM role, a nodePublishSecretRef AccessKey, the provider's
 //! AccessKey, the ECS instance role) and proves the identity with STS before any read, then
-//! assumes each object's cross-account role; [`mount`] fetches every object concurrently
+//! assumes each object's cross-account role ([`kube`] reads the pod's role from its
+//! ServiceAccount's annotation); [`mount`] fetches every object concurrently
 //! through [`cache`] (coalesced, bounded per endpoint, throttling honoured) and [`client`] (KMS
 //! `GetSecretValue` and OOS `GetSecretParameter` signed by [`signing`], retried within the
 //! Mount's deadline), and renders the files.
@@ -19,6 +20,7 @@
 pub mod cache;
 pub mod client;
 pub mod identity;
+pub mod kube;
 pub mod mount;
 pub mod signing;
 pub mod spec;

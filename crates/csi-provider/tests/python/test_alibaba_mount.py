@@ -336,15 +336,21 @@ class Identities(AlibabaTestCase):
 
     def test_a_class_asking_for_the_pods_identity_never_falls_back_to_another(self):
         self.refused(pod_class([{"objectName": "db-password"}]), PRECONDITION, RRSA_AUDIENCE, "tokenRequests", node_publish_secret=A.reader)
-        pod = Pod()
+        pod = Pod(service_account="bare")
         self.refused(
             spc([{"objectName": "db-password"}], usePodServiceAccountToken="true"),
             PRECONDITION,
             "ack.alibabacloud.com/role-arn",
-            "payments/checkout",
+            "payments/bare",
             pod=pod,
             tokens=pod_tokens(pod),
+            node_publish_secret=A.reader,
         )
+
+    def test_the_pods_role_may_come_from_its_service_accounts_annotation_as_alibabas_does(self):
+        pod = Pod()
+        files, _ = self.mount(spc([{"objectName": "db-password"}], usePodServiceAccountToken="true"), pod=pod, tokens=pod_tokens(pod))
+        self.assertEqual(files["db-password"].contents, A.value("db-password"))
 
     def test_a_node_publish_secret_access_key_is_used_and_checked(self):
         files, _ = self.mount(spc([{"objectName": "db-password"}]), node_publish_secret=A.reader)

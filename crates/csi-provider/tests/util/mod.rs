@@ -17,6 +17,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -773,6 +774,124 @@ pub fn register_alibaba_roles(
         .set_ecs_role(Some("ecs-node"))
         .expect("the ECS instance's role");
     roles
+}
+
+/// A stand-in for the Kubernetes API that answers `GET
+/// /api/v1/namespaces/<namespace>/serviceaccounts/<name>` over TLS for the provider's lookup of
+/// `ack.alibabacloud.com/role-arn`, checking the bearer token; stopped when dropped.
+pub struct FakeKubeApi {
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// The CA to trust for it.
+    pub ca_file: PathBuf,
+    /// The token the provider must present.
+    pub token_file: PathBuf,
+    /// ServiceAccount reads answered so far.
+    pub reads: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeKubeApi {
+    /// Serves `accounts` ((namespace, name) → role annotation, if any) with files in `dir`.
+    pub async fn start(
+        dir: &Path,
+        accounts: std::collections::BTreeMap<(String, String), Option<String>>,
+    ) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tls =
+            keyvault_emulator::certs::ServerTls::new(&keyvault_emulator::TlsSource::Generate, &[])
+                .expect("a TLS certificate for the fake Kubernetes API");
+        let ca_file = dir.join("kube-ca.pem");
+        std::fs::write(&ca_file, &tls.ca_pem).expect("write the Kubernetes CA");
+        let token = format!("kube-token-{}", random_hex(16));
+        let token_file = dir.join("kube-token");
+        std::fs::write(&token_file, format!("{token}\n")).expect("write the provider's token");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake Kubernetes API");
+        let url = format!("https://{}", listener.local_addr().expect("an address"));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+        let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&reads);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let accounts = accounts.clone();
+                let token = token.clone();
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                        if stream.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let authorized = head.lines().any(|line| {
+                        line.to_ascii_lowercase().starts_with("authorization:")
+                            && line.trim_end().ends_with(&format!("Bearer {token}"))
+                    });
+                    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                    let (status, body) = match parts.as_slice() {
+                        _ if !authorized => ("401 Unauthorized", String::new()),
+                        [
+                            "api",
+                            "v1",
+                            "namespaces",
+                            namespace,
+                            "serviceaccounts",
+                            name,
+                        ] => {
+                            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            match accounts.get(&((*namespace).to_owned(), (*name).to_owned())) {
+                                Some(role) => {
+                                    let annotations = role.as_ref().map_or_else(
+                                        || json!({}),
+                                        |arn| json!({"ack.alibabacloud.com/role-arn": arn}),
+                                    );
+                                    let account = json!({
+                                        "kind": "ServiceAccount",
+                                        "apiVersion": "v1",
+                                        "metadata": {"name": name, "namespace": namespace,
+                                                     "annotations": annotations},
+                                    });
+                                    ("200 OK", account.to_string())
+                                }
+                                None => ("404 Not Found", json!({"kind": "Status"}).to_string()),
+                            }
+                        }
+                        _ => ("404 Not Found", String::new()),
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: \
+                         {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self {
+            url,
+            ca_file,
+            token_file,
+            reads,
+            task,
+        }
+    }
+}
+
+impl Drop for FakeKubeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// `kube-kms-csi-provider` running as a child process against a [`VaultFixture`], killed when
