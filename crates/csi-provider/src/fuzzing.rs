@@ -1,14 +1,18 @@
 //! Entry points for the fuzz targets in fuzz/: each feeds arbitrary bytes to code that reads
 //! attacker-controlled input (anyone who can create a pod or a SecretProviderClass writes a Mount
-//! request's attributes) and checks that it returns cleanly: never a panic, and never a spec
-//! that names a file the driver would refuse. crates/csi-provider/tests/fuzz_corpus.rs replays
-//! the committed corpus through the same functions.
+//! request's attributes) and checks that it returns cleanly: never a panic, never a spec that
+//! names a file the driver would refuse, and (Alibaba) never an endpoint outside Alibaba Cloud.
+//! crates/csi-provider/tests/fuzz_corpus.rs replays the committed corpora through the same
+//! functions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use secrecy::SecretString;
 use serde::Serialize;
 
+use crate::alibaba::spec::{
+    ALIBABA_CLOUD_SUFFIX, AlibabaMountSpec, SpecSettings, params as alibaba_params,
+};
 use crate::azure::spec::{AzureMountSpec, params};
 use crate::files::{MAX_MODE, check_path};
 use crate::proto::v1alpha1::MountRequest;
@@ -124,17 +128,25 @@ fn check_spec(parameters: &BTreeMap<String, String>) {
         }
     };
     assert!(!spec.objects.is_empty(), "a valid spec has objects");
-    let mut paths = BTreeSet::new();
     for object in &spec.objects {
         if let Some(mode) = object.mode {
             assert!(mode <= MAX_MODE, "mode {mode:o}");
         }
-        for path in object.output_paths() {
-            if let Err(error) = check_path(&path) {
-                panic!("a valid spec writes a path the driver refuses: {error}");
-            }
-            assert!(paths.insert(path), "a valid spec writes one path twice");
+    }
+    check_paths(spec.objects.iter().flat_map(|object| object.output_paths()));
+}
+
+/// The files of a valid spec: each a path the driver accepts, none twice, none inside another.
+///
+/// # Panics
+/// When one of those breaks.
+fn check_paths(written: impl Iterator<Item = String>) {
+    let mut paths = BTreeSet::new();
+    for path in written {
+        if let Err(error) = check_path(&path) {
+            panic!("a valid spec writes a path the driver refuses: {error}");
         }
+        assert!(paths.insert(path), "a valid spec writes one path twice");
     }
     for path in &paths {
         for (slash, _) in path.match_indices('/') {
@@ -144,4 +156,87 @@ fn check_spec(parameters: &BTreeMap<String, String>) {
             );
         }
     }
+}
+
+/// Runs arbitrary bytes through the Alibaba spec parser three ways: as the `objects` parameter
+/// of an otherwise valid class; split at NUL bytes into `objects`, `pathTranslation`,
+/// `region`, `usePodServiceAccountToken` and `podServiceAccountRoleArn`; and as one object's
+/// YAML in a list.
+///
+/// # Panics
+/// When a valid spec breaks an invariant: no objects, a file path the driver would refuse, one
+/// path twice or inside another, a region that is not a DNS label, or an endpoint that is not a
+/// host under aliyuncs.com.
+pub fn alibaba_spec(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    check_alibaba(&BTreeMap::from([(
+        alibaba_params::OBJECTS.to_owned(),
+        text.clone().into_owned(),
+    )]));
+
+    if data.contains(&0) {
+        let keys = [
+            alibaba_params::OBJECTS,
+            alibaba_params::PATH_TRANSLATION,
+            alibaba_params::REGION,
+            alibaba_params::USE_POD_SERVICE_ACCOUNT_TOKEN,
+            alibaba_params::POD_SERVICE_ACCOUNT_ROLE_ARN,
+        ];
+        let parameters = keys
+            .iter()
+            .zip(data.splitn(keys.len(), |b| *b == 0))
+            .map(|(key, value)| {
+                (
+                    (*key).to_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                )
+            })
+            .collect();
+        check_alibaba(&parameters);
+    }
+
+    let item = format!("- {}", text.replace('\n', "\n  "));
+    check_alibaba(&BTreeMap::from([(
+        alibaba_params::OBJECTS.to_owned(),
+        item,
+    )]));
+}
+
+fn check_alibaba(parameters: &BTreeMap<String, String>) {
+    let spec = match AlibabaMountSpec::from_parameters(parameters, &SpecSettings::default()) {
+        Ok(spec) => spec,
+        Err(error) => {
+            let _ = error.to_string();
+            return;
+        }
+    };
+    assert!(!spec.objects.is_empty(), "a valid spec has objects");
+    let dns_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    assert!(dns_label(&spec.region), "region {:?}", spec.region);
+    for object in &spec.objects {
+        let host = &object.endpoint;
+        assert!(
+            host.strip_suffix(ALIBABA_CLOUD_SUFFIX)
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.'))
+                && host.split('.').all(dns_label),
+            "a valid spec reads from {host:?}"
+        );
+        for field in &object.json_fields {
+            assert!(
+                crate::jmes::check_path(&field.path).is_ok(),
+                "{:?}",
+                field.path
+            );
+        }
+    }
+    check_paths(spec.objects.iter().flat_map(|object| {
+        std::iter::once(object.file.clone())
+            .chain(object.json_fields.iter().map(|field| field.file.clone()))
+    }));
 }
