@@ -1,10 +1,12 @@
 //! Everything in deploy/csi-provider/ and every SecretProviderClass in docs/csi-provider.md is
 //! checked against the provider itself, so that a copied manifest works:
 //!
-//! - each class is `provider: azure` and its `spec.parameters` pass the provider's own parser
-//!   (`AzureMountSpec::from_parameters`); each synced Secret names a file the class writes;
+//! - each class is `provider: azure` or `provider: alibabacloud` and its `spec.parameters` pass
+//!   that backend's own parser (`AzureMountSpec::from_parameters`,
+//!   `AlibabaMountSpec::from_parameters`); each synced Secret names a file the class writes;
 //! - each example pod names a class, a service account and credentials defined beside it, with
-//!   the identity mode its class implies;
+//!   the identity mode its class implies (for Alibaba: the pod's RAM role from its class or its
+//!   ServiceAccount's annotation, or a nodePublishSecretRef with an AccessKey);
 //! - the DaemonSets, rendered by `kubectl kustomize` as `kubectl apply -k` renders them, run the
 //!   image and binary docs/release.md names, with flags the built binary has, on the socket the
 //!   driver dials, with probes and a metrics port that reach the health listener, and hardened.
@@ -17,6 +19,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use csi_provider::alibaba::spec::{
+    AlibabaMountSpec, ObjectType, RoleArn, SpecSettings, VersionSelector,
+};
 use csi_provider::azure::spec::{
     AzureMountSpec, CloudChoice, IdentityMode, ObjectFormat, ObjectKind,
 };
@@ -28,6 +33,8 @@ const DRIVER: &str = "secrets-store.csi.k8s.io";
 const USED_LABEL: &str = "secrets-store.csi.k8s.io/used";
 /// The annotation Azure's workload identity webhook reads on a service account.
 const CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
+/// The annotation Alibaba's provider (and kube-kms's) reads a pod's RAM role from.
+const ROLE_ARN_ANNOTATION: &str = "ack.alibabacloud.com/role-arn";
 /// The directory the driver searches for providers on Linux nodes (its --provider-volume).
 const LINUX_PROVIDERS_DIR: &str = "/var/run/secrets-store-csi-providers";
 /// The same on Windows nodes.
@@ -175,22 +182,63 @@ fn parameters(class: &Value, origin: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Checks a SecretProviderClass the way the driver and the provider will, and returns the
-/// provider's reading of it.
-fn check_class(class: &Value, origin: &str) -> AzureMountSpec {
+/// A class as its provider reads it.
+enum Class {
+    /// `provider: azure`.
+    Azure(AzureMountSpec),
+    /// `provider: alibabacloud`.
+    Alibaba(AlibabaMountSpec),
+}
+
+/// Checks a SecretProviderClass the way the driver and the provider it names will, and returns
+/// that provider's reading of it.
+fn check_class(class: &Value, origin: &str) -> Class {
     let class_name = name(class);
     assert_eq!(
         class["apiVersion"], "secrets-store.csi.x-k8s.io/v1",
         "{origin}: class {class_name}"
     );
-    assert_eq!(
-        class["spec"]["provider"], "azure",
-        "{origin}: class {class_name} must name the provider `azure` (the socket azure.sock)"
-    );
-    let spec = AzureMountSpec::from_parameters(&parameters(class, origin))
-        .unwrap_or_else(|e| panic!("{origin}: class {class_name}: the provider refuses it: {e}"));
-    check_secret_objects(class, &spec, origin);
-    spec
+    let parameters = parameters(class, origin);
+    let refused = |e: &dyn std::fmt::Display| -> ! {
+        panic!("{origin}: class {class_name}: the provider refuses it: {e}")
+    };
+    match class["spec"]["provider"].as_str() {
+        Some("azure") => {
+            let spec = AzureMountSpec::from_parameters(&parameters).unwrap_or_else(|e| refused(&e));
+            let holds_a_key = |file: &str| {
+                spec.objects.iter().any(|object| {
+                    object.kind == ObjectKind::Secret
+                        && match object.format {
+                            ObjectFormat::Pem => object.file_name() == file,
+                            ObjectFormat::Tls => format!("{}/tls.key", object.file_name()) == file,
+                            ObjectFormat::Pfx => false,
+                        }
+                })
+            };
+            check_secret_objects(class, &written_files(&spec), &holds_a_key, origin);
+            Class::Azure(spec)
+        }
+        Some("alibabacloud") => {
+            let spec = AlibabaMountSpec::from_parameters(&parameters, &SpecSettings::default())
+                .unwrap_or_else(|e| refused(&e));
+            let files: BTreeSet<String> = spec
+                .objects
+                .iter()
+                .flat_map(|object| {
+                    std::iter::once(object.file.clone())
+                        .chain(object.json_fields.iter().map(|field| field.file.clone()))
+                })
+                .collect();
+            // A KMS secret may hold a PEM key and chain: the driver cuts them out.
+            let whole_objects = |file: &str| spec.objects.iter().any(|object| object.file == file);
+            check_secret_objects(class, &files, &whole_objects, origin);
+            Class::Alibaba(spec)
+        }
+        other => panic!(
+            "{origin}: class {class_name} must name the provider `azure` (the socket azure.sock) \
+             or `alibabacloud` (alibabacloud.sock), not {other:?}"
+        ),
+    }
 }
 
 /// The files a Mount of `spec` writes, relative to the volume, as far as the class decides
@@ -202,15 +250,19 @@ fn written_files(spec: &AzureMountSpec) -> BTreeSet<String> {
         .collect()
 }
 
-/// `secretObjects`: what the driver's sync needs (a name, a type, data), every `objectName` a
-/// file the class writes, and a kubernetes.io/tls Secret only with the two keys the driver can
-/// cut out of a certificate's file.
-fn check_secret_objects(class: &Value, spec: &AzureMountSpec, origin: &str) {
+/// `secretObjects`: what the driver's sync needs (a name, a type, data), every `objectName` one
+/// of the class's `files`, and a kubernetes.io/tls Secret only with the two keys the driver can
+/// cut out of a certificate's file, its key from a file that `holds_a_key`.
+fn check_secret_objects(
+    class: &Value,
+    files: &BTreeSet<String>,
+    holds_a_key: &dyn Fn(&str) -> bool,
+    origin: &str,
+) {
     let Some(secret_objects) = class["spec"].get("secretObjects") else {
         return;
     };
     let class_name = name(class);
-    let files = written_files(spec);
     for secret in secret_objects.as_array().expect("secretObjects is a list") {
         let secret_name = secret["secretName"]
             .as_str()
@@ -235,23 +287,11 @@ fn check_secret_objects(class: &Value, spec: &AzureMountSpec, origin: &str) {
                     key == "tls.crt" || key == "tls.key",
                     "{where_}: the driver fills a kubernetes.io/tls Secret's tls.crt and tls.key only, not {key}"
                 );
-                if key == "tls.key" {
-                    let holds_a_key = spec.objects.iter().any(|object| {
-                        object.kind == ObjectKind::Secret
-                            && match object.format {
-                                ObjectFormat::Pem => object.file_name() == object_name,
-                                ObjectFormat::Tls => {
-                                    format!("{}/tls.key", object.file_name()) == object_name
-                                }
-                                ObjectFormat::Pfx => false,
-                            }
-                    });
-                    assert!(
-                        holds_a_key,
-                        "{where_}: tls.key from {object_name}, which holds no private key (a \
-                         certificate's key comes with objectType secret, in pem or tls format)"
-                    );
-                }
+                assert!(
+                    key != "tls.key" || holds_a_key(object_name),
+                    "{where_}: tls.key from {object_name}, which holds no private key (a \
+                     certificate's key comes with objectType secret, in pem or tls format)"
+                );
             }
         }
     }
@@ -260,11 +300,67 @@ fn check_secret_objects(class: &Value, spec: &AzureMountSpec, origin: &str) {
 #[test]
 fn every_class_in_deploy_is_one_the_provider_accepts() {
     let mut specs = Vec::new();
+    let mut alibaba = Vec::new();
     for source in deploy_sources() {
         for class in source.classes() {
-            specs.push(check_class(class, &source.origin));
+            match check_class(class, &source.origin) {
+                Class::Azure(spec) => specs.push(spec),
+                Class::Alibaba(spec) => alibaba.push(spec),
+            }
         }
     }
+    // The Alibaba examples docs/csi-provider.md points to are all there.
+    let alibaba_objects = || alibaba.iter().flat_map(|spec| spec.objects.iter());
+    let uses = |present: bool, what: &str| assert!(present, "no Alibaba example uses {what}");
+    uses(
+        alibaba
+            .iter()
+            .any(|spec| spec.use_pod_service_account_token && spec.pod_role.is_none()),
+        "the pod's role from its ServiceAccount's annotation",
+    );
+    uses(
+        alibaba.iter().any(|spec| spec.pod_role.is_some()),
+        "podServiceAccountRoleArn",
+    );
+    uses(
+        alibaba
+            .iter()
+            .any(|spec| !spec.use_pod_service_account_token),
+        "an identity other than the pod's",
+    );
+    uses(
+        alibaba.iter().any(|spec| spec.path_translation.is_none()),
+        "pathTranslation False",
+    );
+    uses(
+        alibaba_objects().any(|o| o.kind == ObjectType::Oos),
+        "an OOS parameter",
+    );
+    uses(
+        alibaba_objects().any(|o| matches!(o.version, VersionSelector::Oos(_))),
+        "an OOS ParameterVersion",
+    );
+    uses(
+        alibaba_objects().any(|o| matches!(&o.version, VersionSelector::Kms { id: Some(_), .. })),
+        "a KMS VersionId",
+    );
+    uses(
+        alibaba_objects()
+            .any(|o| matches!(&o.version, VersionSelector::Kms { stage: Some(_), .. })),
+        "a KMS VersionStage",
+    );
+    uses(
+        alibaba_objects().any(|o| !o.json_fields.is_empty()),
+        "jmesPath",
+    );
+    uses(
+        alibaba_objects().any(|o| o.cross_account_role.is_some()),
+        "crossAccountRoleArn",
+    );
+    uses(
+        alibaba_objects().any(|o| o.endpoint.ends_with(".cryptoservice.kms.aliyuncs.com")),
+        "a KMS instance's kmsEndpoint",
+    );
     // The examples docs/csi-provider.md points to are all there.
     let identity = |wanted: &dyn Fn(&IdentityMode) -> bool, what: &str| {
         assert!(
@@ -404,8 +500,15 @@ fn every_example_pod_mounts_a_class_with_what_its_identity_needs() {
                 let class = source
                     .named("SecretProviderClass", class_name)
                     .unwrap_or_else(|| panic!("{where_}: no class {class_name} in the file"));
-                let spec = check_class(class, origin);
                 let secret_ref = csi["nodePublishSecretRef"]["name"].as_str();
+                let spec = match check_class(class, origin) {
+                    Class::Azure(spec) => spec,
+                    Class::Alibaba(spec) => {
+                        check_alibaba_identity(&source, pod, &spec, secret_ref, &where_);
+                        mounts += 1;
+                        continue;
+                    }
+                };
                 match &spec.identity {
                     IdentityMode::WorkloadIdentity { client_id } => {
                         let account = pod["serviceAccountName"].as_str().unwrap_or_else(|| {
@@ -434,25 +537,12 @@ fn every_example_pod_mounts_a_class_with_what_its_identity_needs() {
                         let secret_name = secret_ref.unwrap_or_else(|| {
                             panic!("{where_}: a service principal class needs nodePublishSecretRef")
                         });
-                        let secret = source.named("Secret", secret_name).unwrap_or_else(|| {
-                            panic!("{where_}: no Secret {secret_name} in the file")
-                        });
-                        assert_eq!(
-                            secret["metadata"]["labels"][USED_LABEL], "true",
-                            "{where_}: Secret {secret_name} needs the label {USED_LABEL}: \"true\""
+                        check_credentials_secret(
+                            &source,
+                            secret_name,
+                            &["clientid", "clientsecret"],
+                            &where_,
                         );
-                        let keys: BTreeSet<String> = ["data", "stringData"]
-                            .iter()
-                            .filter_map(|field| secret[*field].as_object())
-                            .flat_map(|map| map.keys())
-                            .map(|key| key.to_ascii_lowercase())
-                            .collect();
-                        for key in ["clientid", "clientsecret"] {
-                            assert!(
-                                keys.contains(key),
-                                "{where_}: Secret {secret_name} has no {key}"
-                            );
-                        }
                     }
                     IdentityMode::VmManagedIdentity { .. } => {
                         assert!(
@@ -466,6 +556,75 @@ fn every_example_pod_mounts_a_class_with_what_its_identity_needs() {
             }
         }
         assert!(mounts > 0, "{origin}: no pod mounts its classes");
+    }
+}
+
+/// What an Alibaba class's pod needs: for the pod's own role, its ServiceAccount (annotated
+/// with the role unless the class names it) and no credentials; otherwise, a
+/// nodePublishSecretRef, when there is one, with an AccessKey and the label the driver wants.
+fn check_alibaba_identity(
+    source: &Source,
+    pod: &Value,
+    spec: &AlibabaMountSpec,
+    secret_ref: Option<&str>,
+    where_: &str,
+) {
+    if spec.use_pod_service_account_token {
+        let account = pod["serviceAccountName"].as_str().unwrap_or_else(|| {
+            panic!("{where_}: the pod's RAM role needs the pod's own ServiceAccount")
+        });
+        let account = source
+            .named("ServiceAccount", account)
+            .unwrap_or_else(|| panic!("{where_}: no ServiceAccount {account} in the file"));
+        let annotated = account["metadata"]["annotations"][ROLE_ARN_ANNOTATION].as_str();
+        match (&spec.pod_role, annotated) {
+            (None, None) => panic!(
+                "{where_}: neither podServiceAccountRoleArn nor the ServiceAccount's \
+                 {ROLE_ARN_ANNOTATION} names the pod's role"
+            ),
+            (_, Some(arn)) => {
+                RoleArn::parse(arn)
+                    .unwrap_or_else(|e| panic!("{where_}: {ROLE_ARN_ANNOTATION}: {e}"));
+            }
+            (Some(_), None) => {}
+        }
+        assert!(
+            secret_ref.is_none(),
+            "{where_}: credentials it does not use"
+        );
+        return;
+    }
+    if let Some(secret_name) = secret_ref {
+        check_credentials_secret(
+            source,
+            secret_name,
+            &["access_key", "access_secret"],
+            where_,
+        );
+    }
+}
+
+/// A nodePublishSecretRef Secret: in the file, labelled as the driver wants, with `keys` (the
+/// providers read them in any case).
+fn check_credentials_secret(source: &Source, secret_name: &str, keys: &[&str], where_: &str) {
+    let secret = source
+        .named("Secret", secret_name)
+        .unwrap_or_else(|| panic!("{where_}: no Secret {secret_name} in the file"));
+    assert_eq!(
+        secret["metadata"]["labels"][USED_LABEL], "true",
+        "{where_}: Secret {secret_name} needs the label {USED_LABEL}: \"true\""
+    );
+    let present: BTreeSet<String> = ["data", "stringData"]
+        .iter()
+        .filter_map(|field| secret[*field].as_object())
+        .flat_map(|map| map.keys())
+        .map(|key| key.to_ascii_lowercase())
+        .collect();
+    for key in keys {
+        assert!(
+            present.contains(*key),
+            "{where_}: Secret {secret_name} has no {key}"
+        );
     }
 }
 
