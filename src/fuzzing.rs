@@ -282,7 +282,16 @@ impl KeyProvider for FuzzProvider {
 
     async fn wrap(&self, _key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
         let mut wrapped = Vec::new();
-        self.root.seal_into(b"fuzz", kek.expose(), &mut wrapped)?;
+        self.root
+            .seal_into(
+                crate::crypto::Nonce::random()?,
+                b"fuzz",
+                kek.expose(),
+                &mut wrapped,
+            )
+            .map_err(|error| ProviderError::Misconfigured {
+                reason: error.to_string(),
+            })?;
         Ok(wrapped)
     }
 
