@@ -179,8 +179,8 @@ pub fn seed_requests() -> Vec<(&'static str, Vec<u8>)> {
     let v2 = crate::proto::v2::DecryptRequest {
         ciphertext: sealed.ciphertext,
         uid: "fuzz".to_owned(),
-        key_id: sealed.key_id,
-        annotations: sealed.annotations,
+        key_id: sealed.key_id.to_string(),
+        annotations: (*sealed.annotations).clone(),
     };
     let blob = fixture
         .runtime

@@ -73,8 +73,8 @@ fn decrypt_request(encrypted: &EncryptResponse) -> DecryptRequest {
     DecryptRequest {
         ciphertext: encrypted.ciphertext.clone(),
         uid: "azure".into(),
-        key_id: encrypted.key_id.clone(),
-        annotations: encrypted.annotations.clone(),
+        key_id: encrypted.key_id.to_string(),
+        annotations: (*encrypted.annotations).clone(),
     }
 }
 
@@ -168,7 +168,7 @@ async fn round_trip(vault: &TestVault, algorithm: &str) -> serde_json::Value {
 
     let plaintext = b"a DEK seed from kube-apiserver".to_vec();
     let encrypted = encrypt(&plugin, &plaintext).await;
-    assert_eq!(encrypted.key_id, expected);
+    assert_eq!(*encrypted.key_id, expected);
     assert_eq!(
         encrypted
             .annotations
@@ -194,7 +194,7 @@ async fn round_trip(vault: &TestVault, algorithm: &str) -> serde_json::Value {
         "key_name": vault.key_name,
         "version": vault.first.version,
         "algorithm": algorithm,
-        "key_id": encrypted.key_id,
+        "key_id": &*encrypted.key_id,
         "wrapped_kek": hex::encode(&encrypted.annotations[WRAPPED_KEK_ANNOTATION]),
         "ciphertext": hex::encode(&encrypted.ciphertext),
         "plaintext": hex::encode(&plaintext),
@@ -334,7 +334,7 @@ async fn a_new_version_in_the_vault_moves_status_and_encrypt_and_old_data_still_
     let plugin = plugin_on(vault.provider().await, RotationPolicy::DEFAULT).await;
     let first_id = expected_key_id(&vault.first.kid);
     let old = encrypt(&plugin, b"written before the rotation").await;
-    assert_eq!(old.key_id, first_id);
+    assert_eq!(*old.key_id, first_id);
 
     let mut seen = HashSet::from([first_id.clone()]);
     let mut written = vec![(old, b"written before the rotation".to_vec())];
@@ -355,7 +355,7 @@ async fn a_new_version_in_the_vault_moves_status_and_encrypt_and_old_data_still_
         assert_eq!(status.into_inner().key_id, new_id, "round {round}: Status");
         let plaintext = format!("written in round {round}").into_bytes();
         let encrypted = encrypt(&plugin, &plaintext).await;
-        assert_eq!(encrypted.key_id, new_id, "round {round}: Encrypt");
+        assert_eq!(*encrypted.key_id, new_id, "round {round}: Encrypt");
         assert_eq!(
             encrypted.annotations[KEY_VERSION_ANNOTATION],
             rotated.version.as_bytes()

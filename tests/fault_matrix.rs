@@ -220,7 +220,7 @@ impl Bench {
             ("ok", key_id.as_str())
         );
         let cached = plugin.encrypt(b"cached").await.expect("Encrypt");
-        assert_eq!(cached.key_id, key_id);
+        assert_eq!(*cached.key_id, key_id);
         assert_eq!(plugin.decrypt(&cached).await.expect("Decrypt"), b"cached");
 
         // Another plugin instance on the same vault writes with its own KEK.
@@ -245,7 +245,7 @@ impl Bench {
             key_id: sealed.key_id,
             annotations: sealed.annotations,
         };
-        assert_eq!(foreign.key_id, key_id);
+        assert_eq!(*foreign.key_id, key_id);
         assert_ne!(foreign.annotations, cached.annotations, "another KEK");
         Self {
             vault,
@@ -466,7 +466,7 @@ async fn transient(bench: &Bench, row: Row) -> Observed {
     // Encrypt and cached Decrypts keep working; Status stays "ok" with the same key_id.
     let encrypt = plugin.encrypt(b"during the fault").await;
     let during = encrypt.as_ref().expect("Encrypt keeps working").clone();
-    assert_eq!(during.key_id, bench.key_id);
+    assert_eq!(*during.key_id, bench.key_id);
     let cached = plugin.decrypt(&bench.cached).await;
     assert_eq!(
         cached.as_deref().expect("a cached Decrypt keeps working"),
@@ -509,7 +509,7 @@ async fn transient(bench: &Bench, row: Row) -> Observed {
     );
     assert_eq!(plugin.status().await.expect("Status").healthz, "ok");
     assert_eq!(
-        plugin.encrypt(b"after").await.expect("Encrypt").key_id,
+        *plugin.encrypt(b"after").await.expect("Encrypt").key_id,
         bench.key_id
     );
 
@@ -618,7 +618,7 @@ async fn revoked(bench: &Bench, row: Row, reason: &str) -> Observed {
         .encrypt(b"after")
         .await
         .expect("Encrypt serves again");
-    assert_eq!(after.key_id, bench.key_id);
+    assert_eq!(*after.key_id, bench.key_id);
     assert_ne!(after.annotations, bench.cached.annotations, "a fresh KEK");
     let unwraps = plugin.remote_calls("unwrap").await;
     assert_eq!(

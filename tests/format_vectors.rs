@@ -705,7 +705,7 @@ async fn what_the_plugin_writes_opens_with_the_documented_format_alone() {
 
     // v2: unwrap the annotation with the root key, then open the ciphertext, by the document.
     let sealed = envelope.encrypt(plaintext).await.unwrap();
-    assert_eq!(sealed.key_id, v.text("b.key_id"));
+    assert_eq!(*sealed.key_id, v.text("b.key_id"));
     assert_eq!(sealed.ciphertext[0], 0x01);
     assert_eq!(sealed.ciphertext.len(), 1 + 12 + plaintext.len() + 16);
     let keys: BTreeSet<&str> = sealed.annotations.keys().map(String::as_str).collect();

@@ -210,8 +210,8 @@ proptest! {
         let sealed = fixture.runtime.block_on(fixture.envelope.encrypt(&plaintext)).unwrap();
         let mut request = Request {
             ciphertext: sealed.ciphertext,
-            key_id: sealed.key_id,
-            annotations: sealed.annotations,
+            key_id: sealed.key_id.to_string(),
+            annotations: (*sealed.annotations).clone(),
         };
         let matters = apply(&mutation, &mut request);
         let result = fixture.runtime.block_on(fixture.envelope.decrypt(

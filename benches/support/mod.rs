@@ -249,7 +249,7 @@ impl KeyManagementService for NoopKms {
         Ok(Response::new(StatusResponse {
             version: "v2".into(),
             healthz: "ok".into(),
-            key_id: self.encrypted.key_id.clone(),
+            key_id: self.encrypted.key_id.to_string(),
         }))
     }
 
@@ -330,11 +330,11 @@ impl KeyManagementService for PerCallRemote {
             .map_err(|error| Status::unavailable(error.to_string()))?;
         Ok(Response::new(EncryptResponse {
             ciphertext,
-            key_id: self.key.key_id().to_owned(),
-            annotations: HashMap::from([(
+            key_id: Arc::clone(self.key.shared_key_id()),
+            annotations: Arc::new(HashMap::from([(
                 KEY_VERSION_ANNOTATION.to_owned(),
                 self.key.version().as_bytes().to_vec(),
-            )]),
+            )])),
         }))
     }
 }
@@ -716,8 +716,8 @@ impl Call {
                     .decrypt(DecryptRequest {
                         ciphertext: sealed.ciphertext,
                         uid: request.uid.clone(),
-                        key_id: sealed.key_id,
-                        annotations: sealed.annotations,
+                        key_id: sealed.key_id.to_string(),
+                        annotations: (*sealed.annotations).clone(),
                     })
                     .await
                     .expect("Decrypt")
@@ -775,8 +775,8 @@ pub fn decrypt_request(sealed: &EncryptResponse) -> DecryptRequest {
     DecryptRequest {
         ciphertext: sealed.ciphertext.clone(),
         uid: "bench-0000-0000-0000-000000000000".into(),
-        key_id: sealed.key_id.clone(),
-        annotations: sealed.annotations.clone(),
+        key_id: sealed.key_id.to_string(),
+        annotations: (*sealed.annotations).clone(),
     }
 }
 

@@ -31,7 +31,7 @@ use crate::provider::guard::REQUEST_DEADLINE;
 use crate::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use cache::{CacheStats, KekCache};
 use format::{FormatError, WrappedKekRef};
-use kek::{ActiveKek, ActiveSlot, Kek, RotationPolicy};
+use kek::{ActiveKek, ActiveSlot, Annotations, Kek, RotationPolicy};
 
 /// Why an envelope operation failed.
 #[derive(Debug, Clone)]
@@ -94,15 +94,16 @@ fn seal_failed(len: usize, max: usize) -> impl FnOnce(crate::crypto::SealFailed)
 /// tiny `kek_max_encryptions` and many concurrent Encrypts.
 const MAX_ROTATIONS_PER_ENCRYPT: usize = 1000;
 
-/// What a v2 Encrypt returns.
-#[derive(Debug)]
+/// What a v2 Encrypt returns. The key_id and annotations are shared with every other response
+/// under the same KEK (reference-counted, never copied per Encrypt).
+#[derive(Debug, Clone)]
 pub struct Sealed {
     /// Format byte ‖ nonce ‖ AES-GCM output.
     pub ciphertext: Vec<u8>,
     /// The remote key version's id, from the same snapshot as the KEK that sealed.
-    pub key_id: String,
+    pub key_id: Arc<str>,
     /// The wrapped KEK and its version.
-    pub annotations: HashMap<String, Vec<u8>>,
+    pub annotations: Arc<Annotations>,
 }
 
 /// What Status reports.
@@ -229,8 +230,8 @@ impl Envelope {
             .map_err(seal_failed(plaintext.len(), format::MAX_V2_PLAINTEXT_LEN))?;
         Ok(Sealed {
             ciphertext,
-            key_id: active.key_id.to_string(),
-            annotations: (*active.annotations).clone(),
+            key_id: Arc::clone(&active.key_id),
+            annotations: Arc::clone(&active.annotations),
         })
     }
 

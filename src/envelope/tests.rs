@@ -72,7 +72,7 @@ async fn revocation_refuses_everything_drops_the_cache_and_recovery_serves_again
     assert!(envelope.refresh().await.is_err());
     let health = envelope.health().await;
     assert_eq!(health.healthz, "key revoked: key kms/3 is disabled");
-    assert_eq!(health.key_id, sealed.key_id, "Status still names the key");
+    assert_eq!(*health.key_id, *sealed.key_id, "Status still names the key");
     assert_eq!(
         envelope.snapshot().await.cached_keks,
         0,
