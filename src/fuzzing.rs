@@ -179,8 +179,8 @@ pub fn seed_requests() -> Vec<(&'static str, Vec<u8>)> {
     let v2 = crate::proto::v2::DecryptRequest {
         ciphertext: sealed.ciphertext,
         uid: "fuzz".to_owned(),
-        key_id: sealed.key_id,
-        annotations: sealed.annotations,
+        key_id: sealed.key_id.to_string(),
+        annotations: (*sealed.annotations).clone(),
     };
     let blob = fixture
         .runtime
@@ -282,7 +282,16 @@ impl KeyProvider for FuzzProvider {
 
     async fn wrap(&self, _key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
         let mut wrapped = Vec::new();
-        self.root.seal_into(b"fuzz", kek.expose(), &mut wrapped)?;
+        self.root
+            .seal_into(
+                crate::crypto::Nonce::random()?,
+                b"fuzz",
+                kek.expose(),
+                &mut wrapped,
+            )
+            .map_err(|error| ProviderError::Misconfigured {
+                reason: error.to_string(),
+            })?;
         Ok(wrapped)
     }
 

@@ -164,6 +164,11 @@ pub struct ConfigArgs {
     /// Time one HTTP attempt may take [default: 2s].
     #[arg(long = AZURE_REQUEST_TIMEOUT.flag, env = AZURE_REQUEST_TIMEOUT.env, value_name = "DURATION")]
     pub azure_request_timeout: Option<String>,
+    /// How often a refresh also wraps and unwraps a test KEK, proving the identity may still
+    /// wrap and unwrap (at once after any failure; other refreshes only read the key)
+    /// [default: 10m].
+    #[arg(long = AZURE_SELF_TEST_INTERVAL.flag, env = AZURE_SELF_TEST_INTERVAL.env, value_name = "DURATION")]
+    pub azure_self_test_interval: Option<String>,
     /// Accept an authentication challenge whose resource is not a parent domain of the vault
     /// (emulators, private DNS names); true or false [default: false].
     #[arg(

@@ -23,8 +23,8 @@ use super::settings::{
     AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK, AZURE_JSON, AZURE_KEY_NAME, AZURE_KEY_VERSION,
     AZURE_MANAGED_HSM_SUFFIX, AZURE_MANAGED_IDENTITY_CLIENT_ID, AZURE_MANAGED_IDENTITY_OBJECT_ID,
     AZURE_MANAGED_IDENTITY_RESOURCE_ID, AZURE_OCT_WRAP_ALGORITHM, AZURE_REQUEST_TIMEOUT,
-    AZURE_TENANT_ID, AZURE_VAULT_SUFFIX, AZURE_VAULT_URL, Setting, Sources, duration_in,
-    parse_env_name, parse_path,
+    AZURE_SELF_TEST_INTERVAL, AZURE_TENANT_ID, AZURE_VAULT_SUFFIX, AZURE_VAULT_URL, Setting,
+    Sources, duration_in, parse_env_name, parse_path,
 };
 use crate::provider::azure::client::WrapAlgorithm;
 use crate::provider::azure::key_id::{KeyRef, is_valid_version, parse_vault_url};
@@ -56,6 +56,12 @@ pub(super) fn resolve(sources: Sources<'_>) -> Result<AzureConfig, ConfigError> 
     let auth = auth(sources)?;
     let cloud = cloud(sources)?;
     let (retry, transport) = transport(sources)?;
+    let self_test_interval = parse(
+        &AZURE_SELF_TEST_INTERVAL,
+        sources,
+        duration_in(Duration::ZERO, Duration::from_secs(24 * 3600)),
+    )?
+    .unwrap_or(AzureConfig::DEFAULT_SELF_TEST_INTERVAL);
     let insecure_skip_challenge_resource_check = insecure_skip_challenge_resource_check(sources)?;
     Ok(AzureConfig {
         key,
@@ -69,6 +75,7 @@ pub(super) fn resolve(sources: Sources<'_>) -> Result<AzureConfig, ConfigError> 
         managed_hsm_suffix: cloud.managed_hsm_suffix,
         transport,
         retry,
+        self_test_interval,
         insecure_skip_challenge_resource_check,
     })
 }
@@ -401,13 +408,15 @@ mod tests {
         assert_eq!(azure.retry.deadline, Duration::from_secs(2));
         assert_eq!(azure.transport.connect_timeout, Duration::from_secs(1));
         assert_eq!(azure.oct_wrap_algorithm, WrapAlgorithm::A256Kw);
+        assert_eq!(azure.self_test_interval, Duration::from_secs(600));
         assert!(!azure.insecure_skip_challenge_resource_check);
 
         let version = "0123456789abcdef0123456789abcdef";
         let yaml = format!(
             "{AZURE_YAML}  decrypt_only_keys:\n    - https://old.vault.azure.net/keys/kek\n    \
              - https://kv.vault.azure.net/keys/older/{version}\n  cloud: china\n  \
-             ca_file: /etc/kube-kms/ca.pem\n  call_deadline: 1500ms\n"
+             ca_file: /etc/kube-kms/ca.pem\n  call_deadline: 1500ms\n  \
+             self_test_interval: 1h\n"
         )
         .replace("kv.vault.azure.net/\n", "kv.vault.azure.cn/\n");
         let args = ConfigArgs {
@@ -432,6 +441,7 @@ mod tests {
         assert_eq!(azure.decrypt_only_keys[0].version, None);
         assert_eq!(azure.decrypt_only_keys[1].version.as_deref(), Some(version));
         assert_eq!(azure.retry.deadline, Duration::from_millis(1500));
+        assert_eq!(azure.self_test_interval, Duration::from_secs(3600));
         assert_eq!(
             azure.transport.ca_file,
             Some(PathBuf::from("/etc/kube-kms/ca.pem"))
@@ -515,6 +525,14 @@ mod tests {
             (
                 format!("{AZURE_YAML}  connect_timeout: 0s\n"),
                 "azure.connect_timeout",
+            ),
+            (
+                format!("{AZURE_YAML}  self_test_interval: 2d\n"),
+                "azure.self_test_interval",
+            ),
+            (
+                format!("{AZURE_YAML}  self_test_interval: 10\n"),
+                "azure.self_test_interval",
             ),
             (
                 format!("{AZURE_YAML}  oct_wrap_algorithm: RSA1_5\n"),

@@ -80,6 +80,7 @@ pub(super) struct AzureFileConfig {
     pub(super) call_deadline: Option<Scalar>,
     pub(super) connect_timeout: Option<Scalar>,
     pub(super) request_timeout: Option<Scalar>,
+    pub(super) self_test_interval: Option<Scalar>,
     pub(super) insecure_skip_challenge_resource_check: Option<Scalar>,
 }
 

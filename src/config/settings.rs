@@ -324,6 +324,12 @@ pub(crate) const AZURE_REQUEST_TIMEOUT: Setting = setting!(
     "azure-request-timeout",
     "KUBE_KMS_AZURE_REQUEST_TIMEOUT"
 );
+pub(crate) const AZURE_SELF_TEST_INTERVAL: Setting = setting!(
+    azure.self_test_interval,
+    azure_self_test_interval,
+    "azure-self-test-interval",
+    "KUBE_KMS_AZURE_SELF_TEST_INTERVAL"
+);
 pub(crate) const AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK: Setting = setting!(
     azure.insecure_skip_challenge_resource_check,
     azure_insecure_skip_challenge_resource_check,
@@ -424,6 +430,7 @@ pub(super) const ALL: &[&Setting] = &[
     &AZURE_CALL_DEADLINE,
     &AZURE_CONNECT_TIMEOUT,
     &AZURE_REQUEST_TIMEOUT,
+    &AZURE_SELF_TEST_INTERVAL,
     &AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK,
     &REFRESH_INTERVAL,
     &KEK_MAX_ENCRYPTIONS,

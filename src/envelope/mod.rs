@@ -26,12 +26,12 @@ use std::time::SystemTime;
 use tokio::sync::Mutex as AsyncMutex;
 use zeroize::Zeroizing;
 
-use crate::crypto::SecretKey;
+use crate::crypto::{Nonce, SecretKey};
 use crate::provider::guard::REQUEST_DEADLINE;
 use crate::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
 use cache::{CacheStats, KekCache};
 use format::{FormatError, WrappedKekRef};
-use kek::{ActiveKek, ActiveSlot, Kek, RotationPolicy};
+use kek::{ActiveKek, ActiveSlot, Annotations, Kek, RotationPolicy};
 
 /// Why an envelope operation failed.
 #[derive(Debug, Clone)]
@@ -85,19 +85,25 @@ impl From<crate::crypto::RandomUnavailable> for EnvelopeError {
     }
 }
 
+/// AES-GCM refused to seal: only for a plaintext far over every limit the envelope checks first.
+fn seal_failed(len: usize, max: usize) -> impl FnOnce(crate::crypto::SealFailed) -> EnvelopeError {
+    move |_| FormatError::PlaintextTooLarge { len, max }.into()
+}
+
 /// How many times one Encrypt may replace a spent KEK before it gives up: only reachable with a
 /// tiny `kek_max_encryptions` and many concurrent Encrypts.
 const MAX_ROTATIONS_PER_ENCRYPT: usize = 1000;
 
-/// What a v2 Encrypt returns.
-#[derive(Debug)]
+/// What a v2 Encrypt returns. The key_id and annotations are shared with every other response
+/// under the same KEK (reference-counted, never copied per Encrypt).
+#[derive(Debug, Clone)]
 pub struct Sealed {
     /// Format byte ‖ nonce ‖ AES-GCM output.
     pub ciphertext: Vec<u8>,
     /// The remote key version's id, from the same snapshot as the KEK that sealed.
-    pub key_id: String,
+    pub key_id: Arc<str>,
     /// The wrapped KEK and its version.
-    pub annotations: HashMap<String, Vec<u8>>,
+    pub annotations: Arc<Annotations>,
 }
 
 /// What Status reports.
@@ -188,7 +194,7 @@ impl Envelope {
     ) -> Result<Self, EnvelopeError> {
         let key = provider.refresh().await?;
         let cache = KekCache::new(cache_capacity);
-        let (active, wrapped) = new_active_kek(provider.as_ref(), key).await?;
+        let (active, wrapped) = new_active_kek(provider.as_ref(), key, &policy).await?;
         cache.insert(active.key.version(), &wrapped, Arc::clone(&active.kek));
         let now = SystemTime::now();
         Ok(Self {
@@ -214,17 +220,18 @@ impl Envelope {
     /// v2 Encrypt: seals `plaintext` with the active KEK.
     pub async fn encrypt(&self, plaintext: &[u8]) -> Result<Sealed, EnvelopeError> {
         format::check_plaintext(plaintext, format::MAX_V2_PLAINTEXT_LEN)?;
-        let active = self.active_for_encrypt().await?;
+        let (active, nonce) = self.active_for_encrypt().await?;
         let mut ciphertext = Vec::with_capacity(1 + crate::crypto::SEAL_OVERHEAD + plaintext.len());
         ciphertext.push(format::V2_CIPHERTEXT_FORMAT);
         active
             .kek
             .gcm()
-            .seal_into(&active.v2_aad, plaintext, &mut ciphertext)?;
+            .seal_into(nonce, &active.v2_aad, plaintext, &mut ciphertext)
+            .map_err(seal_failed(plaintext.len(), format::MAX_V2_PLAINTEXT_LEN))?;
         Ok(Sealed {
             ciphertext,
-            key_id: active.key.key_id().to_owned(),
-            annotations: active.annotations.clone(),
+            key_id: Arc::clone(&active.key_id),
+            annotations: Arc::clone(&active.annotations),
         })
     }
 
@@ -246,12 +253,16 @@ impl Envelope {
     /// v1 Encrypt: seals `plaintext` into a self-contained blob (v1 has no annotations).
     pub async fn encrypt_v1(&self, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
         format::check_plaintext(plaintext, format::MAX_V1_PLAINTEXT_LEN)?;
-        let active = self.active_for_encrypt().await?;
+        let (active, nonce) = self.active_for_encrypt().await?;
         let header = &active.v1_header;
         let mut blob =
             Vec::with_capacity(header.len() + crate::crypto::SEAL_OVERHEAD + plaintext.len());
         blob.extend_from_slice(header);
-        active.kek.gcm().seal_into(header, plaintext, &mut blob)?;
+        active
+            .kek
+            .gcm()
+            .seal_into(nonce, header, plaintext, &mut blob)
+            .map_err(seal_failed(plaintext.len(), format::MAX_V1_PLAINTEXT_LEN))?;
         Ok(blob)
     }
 
@@ -437,9 +448,10 @@ impl Envelope {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A use of the active KEK for one Encrypt, replacing the KEK when it is spent. Refused
-    /// while the slot is revoked: there is no KEK to seal with then, by construction.
-    async fn active_for_encrypt(&self) -> Result<Arc<ActiveKek>, EnvelopeError> {
+    /// A use of the active KEK for one Encrypt — the KEK and the next nonce of its own sequence,
+    /// to seal with at once — replacing the KEK when it is spent. Refused while the slot is
+    /// revoked: there is no KEK to seal with then, by construction.
+    async fn active_for_encrypt(&self) -> Result<(Arc<ActiveKek>, Nonce), EnvelopeError> {
         // Each round either takes a use of the active KEK or replaces it once it is spent.
         // Callers that waited for a rotation may find the fresh KEK spent by the others already
         // (a small budget under concurrent Encrypts): they rotate again rather than fail. Every
@@ -457,8 +469,8 @@ impl Envelope {
                     }
                 }
             };
-            if active.try_use(&self.policy) {
-                return Ok(active);
+            if let Some(nonce) = active.next_nonce() {
+                return Ok((active, nonce));
             }
             let key = active.key.clone();
             if let Err(error) = self.rotate(generation, key, RotationReason::Spent).await {
@@ -492,7 +504,7 @@ impl Envelope {
         if self.read_active().generation != generation {
             return Ok(false);
         }
-        let (fresh, wrapped) = new_active_kek(self.provider.as_ref(), key).await?;
+        let (fresh, wrapped) = new_active_kek(self.provider.as_ref(), key, &self.policy).await?;
         let replaced = {
             let mut active = self.write_active();
             if active.generation != generation {
@@ -552,11 +564,12 @@ impl Envelope {
     }
 }
 
-/// A fresh KEK from the OS CSPRNG wrapped under `key`, with its wrapped form for the cache.
-/// Not yet active nor cached: the caller installs both at once.
+/// A fresh KEK from the OS CSPRNG wrapped under `key`, with its wrapped form for the cache and
+/// its own nonce sequence. Not yet active nor cached: the caller installs both at once.
 async fn new_active_kek(
     provider: &dyn KeyProvider,
     key: KeyVersion,
+    policy: &RotationPolicy,
 ) -> Result<(Arc<ActiveKek>, Vec<u8>), EnvelopeError> {
     let secret = SecretKey::generate()?;
     let wrapped = provider.wrap(&key, &secret).await?;
@@ -572,6 +585,6 @@ async fn new_active_kek(
         }
         .into());
     }
-    let active = ActiveKek::new(key, Arc::new(Kek::new(secret)), &wrapped);
+    let active = ActiveKek::new(key, Arc::new(Kek::new(secret)), &wrapped, policy)?;
     Ok((Arc::new(active), wrapped))
 }

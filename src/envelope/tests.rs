@@ -72,7 +72,7 @@ async fn revocation_refuses_everything_drops_the_cache_and_recovery_serves_again
     assert!(envelope.refresh().await.is_err());
     let health = envelope.health().await;
     assert_eq!(health.healthz, "key revoked: key kms/3 is disabled");
-    assert_eq!(health.key_id, sealed.key_id, "Status still names the key");
+    assert_eq!(*health.key_id, *sealed.key_id, "Status still names the key");
     assert_eq!(
         envelope.snapshot().await.cached_keks,
         0,
@@ -309,5 +309,41 @@ async fn every_encrypt_that_succeeds_across_revocations_decrypts() {
                 .unwrap_or_else(|error| panic!("a v1 Encrypt that returned OK: {error}"));
             assert_eq!(opened.as_slice(), plaintext.as_slice());
         }
+    }
+}
+
+/// The age limit holds without the refresher and without a clock read per Encrypt: the KEK's
+/// timer marks it expired, and the next Encrypt wraps a fresh KEK.
+#[tokio::test(start_paused = true)]
+async fn a_kek_past_its_age_is_replaced_by_the_next_encrypt() {
+    let temp = tempfile::tempdir().unwrap();
+    let envelope = Envelope::start(
+        Arc::new(LocalKeyRing::open_or_create(&temp.path().join("keys")).unwrap()),
+        RotationPolicy {
+            max_encryptions: 1000,
+            max_age: std::time::Duration::from_secs(60),
+        },
+        NonZeroUsize::new(8).unwrap(),
+    )
+    .await
+    .unwrap();
+    let first = envelope.encrypt(b"seed").await.unwrap();
+    tokio::time::advance(std::time::Duration::from_secs(59)).await;
+    let same = envelope.encrypt(b"seed").await.unwrap();
+    assert_eq!(same.annotations, first.annotations, "not yet");
+    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    tokio::task::yield_now().await;
+    let fresh = envelope.encrypt(b"seed").await.unwrap();
+    assert_ne!(
+        fresh.annotations, first.annotations,
+        "a fresh KEK after the age"
+    );
+    assert_eq!(envelope.snapshot().await.rotations_spent, 1);
+    for sealed in [&first, &same, &fresh] {
+        let opened = envelope
+            .decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations)
+            .await
+            .unwrap();
+        assert_eq!(opened.as_slice(), b"seed");
     }
 }

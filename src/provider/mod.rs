@@ -60,6 +60,12 @@ impl KeyVersion {
         &self.key_id
     }
 
+    /// The key_id as the shared string it is kept in, so that every Encrypt response under one
+    /// KEK carries it without a copy.
+    pub fn shared_key_id(&self) -> &Arc<str> {
+        &self.key_id
+    }
+
     /// The provider's name for this version, written into the annotations.
     pub fn version(&self) -> &str {
         &self.version

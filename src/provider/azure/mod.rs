@@ -46,8 +46,9 @@ const MAX_LEARNED_VERSIONS: usize = 4096;
 const MISSING_VERSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// The length of a 32-byte KEK wrapped with A256KW or CKM_AES_KEY_WRAP_PAD.
 const AES_WRAPPED_LEN: usize = 40;
-/// The remote operations one refresh makes in turn: read the key, then wrap and unwrap a test
-/// KEK. The refresh's budget is this many call deadlines, shared by them (see `refresh_budget`).
+/// The remote operations one refresh makes in turn at most: read the key, then — when the
+/// self-test is due — wrap and unwrap a test KEK. The refresh's budget is this many call
+/// deadlines, shared by them (see `refresh_budget`).
 const REFRESH_CALLS: u32 = 3;
 
 /// Which version of the configured key wraps new KEKs.
@@ -95,12 +96,18 @@ pub struct AzureConfig {
     pub transport: TransportOptions,
     /// The per-operation deadline and backoff.
     pub retry: RetryPolicy,
+    /// How often a refresh also runs the wrap/unwrap self-test; other refreshes only read the
+    /// key. The self-test also runs at once after any failure and on a new key version.
+    pub self_test_interval: std::time::Duration,
     /// Accept an authentication challenge whose resource is not a parent domain of the vault's
     /// host (an emulator, a private DNS name). Weakens the check that tokens go to Key Vault.
     pub insecure_skip_challenge_resource_check: bool,
 }
 
 impl AzureConfig {
+    /// The default `self_test_interval`: 10 minutes, against the 1-minute refresh.
+    pub const DEFAULT_SELF_TEST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
     /// A configuration for `key` with every other setting at its default.
     pub fn new(key: KeyRef) -> Self {
         Self {
@@ -115,6 +122,7 @@ impl AzureConfig {
             managed_hsm_suffix: None,
             transport: TransportOptions::default(),
             retry: RetryPolicy::DEFAULT,
+            self_test_interval: Self::DEFAULT_SELF_TEST_INTERVAL,
             insecure_skip_challenge_resource_check: false,
         }
     }
@@ -209,6 +217,25 @@ struct State {
     learned: HashMap<String, usize>,
     /// (target index, version) pairs the vault said it does not have, and when.
     missing: HashMap<(usize, String), std::time::Instant>,
+    /// When the wrap/unwrap self-test last passed, for the key version it passed with.
+    self_test_passed: Option<(tokio::time::Instant, KeyVersion)>,
+}
+
+impl State {
+    /// Whether a refresh that read `current` must run the self-test too: at start (it never
+    /// passed), for a new key version, when the interval has passed, and at once after any
+    /// failure — of the last refresh, or of a wrap or unwrap since (an authoritative refusal or
+    /// a transient fault not cleared by a later success).
+    fn self_test_due(&self, current: &KeyVersion, interval: std::time::Duration) -> bool {
+        let passed_for_this_version = match &self.self_test_passed {
+            Some((at, version)) if version == current => Some(at),
+            _ => None,
+        };
+        passed_for_this_version.is_none_or(|at| at.elapsed() >= interval)
+            || self.refresh_failure.is_some()
+            || self.call_fault.is_some()
+            || self.call_revoked.is_some()
+    }
 }
 
 /// The Azure Key Vault / Managed HSM key provider.
@@ -709,12 +736,23 @@ impl KeyProvider for AzureKeyVaultProvider {
             Ok(current)
         }
         .await;
+        let due = result.as_ref().is_ok_and(|current| {
+            self.lock()
+                .self_test_due(&current.version, self.inner.config.self_test_interval)
+        });
         let result = match result {
+            // The routine refresh: one key read. A disabled, deleted or expired key, a key whose
+            // key_ops no longer allow wrapping, and an identity without keys/get are all refused
+            // by that read, at every refresh.
+            Ok(current) if !due => Ok(current),
             Ok(current) => match self.self_test(&current, give_up).await {
                 Ok(()) => {
                     // Wrap and unwrap both work again: a transient failure an earlier call left
                     // must not keep health Degraded (no other remote call may come for hours).
-                    self.lock().call_fault = None;
+                    let mut state = self.lock();
+                    state.call_fault = None;
+                    state.self_test_passed =
+                        Some((tokio::time::Instant::now(), current.version.clone()));
                     Ok(current)
                 }
                 Err(
