@@ -158,7 +158,7 @@ async fn handle(
     {
         return status(401, "Unauthorized", "Unauthorized");
     }
-    let query: HashMap<String, String> = uri.query().map(|q| url_pairs(q)).unwrap_or_default();
+    let query: HashMap<String, String> = uri.query().map(url_pairs).unwrap_or_default();
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     match (method.clone(), segments.as_slice()) {
         (Method::GET, ["api"]) => axum::Json(
@@ -216,7 +216,7 @@ fn percent_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && i + 2 < bytes.len() + 0
+            && i + 2 < bytes.len()
             && let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16)
         {
             out.push(byte);

@@ -71,8 +71,8 @@ pub enum MigrateError {
     Api {
         /// What was being done.
         action: String,
-        /// The client's error.
-        source: kube::Error,
+        /// The client's error (boxed: it is large).
+        source: Box<kube::Error>,
     },
     /// The checkpoint cannot be used.
     Checkpoint(CheckpointError),
@@ -94,7 +94,7 @@ impl std::fmt::Display for MigrateError {
 impl std::error::Error for MigrateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Api { source, .. } => Some(source),
+            Self::Api { source, .. } => Some(source.as_ref()),
             Self::Checkpoint(error) => Some(error),
             Self::Resource(_) | Self::Kubeconfig(_) => None,
         }
@@ -326,7 +326,12 @@ pub async fn resolve(client: &Client, selectors: &[String]) -> Result<Vec<Target
         .iter()
         .map(|s| parse_selector(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let api_error = |action: String| move |source| MigrateError::Api { action, source };
+    let api_error = |action: String| {
+        move |source| MigrateError::Api {
+            action,
+            source: Box::new(source),
+        }
+    };
     let served: Vec<(ApiResource, discovery::ApiCapabilities)> =
         if selectors.contains(&Selector::All) {
             discovery::Discovery::new(client.clone())
@@ -352,7 +357,7 @@ pub async fn resolve(client: &Client, selectors: &[String]) -> Result<Vec<Target
                     Err(source) => {
                         return Err(MigrateError::Api {
                             action: format!("discovering API group {group:?}"),
-                            source,
+                            source: Box::new(source),
                         });
                     }
                 }
