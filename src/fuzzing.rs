@@ -139,21 +139,35 @@ pub fn stored_value_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "kms-v2-kube-kms",
             with_path(
                 "secrets/default/s",
-                &[b"k8s:enc:kms:v2:kube-kms:".as_slice(), &kube_kms.encode_to_vec()].concat(),
+                &[
+                    b"k8s:enc:kms:v2:kube-kms:".as_slice(),
+                    &kube_kms.encode_to_vec(),
+                ]
+                .concat(),
             ),
         ),
         (
             "kms-v2-azure-plugin",
             with_path(
                 "secrets/default/a",
-                &[b"k8s:enc:kms:v2:azurekms:".as_slice(), &azure.encode_to_vec()].concat(),
+                &[
+                    b"k8s:enc:kms:v2:azurekms:".as_slice(),
+                    &azure.encode_to_vec(),
+                ]
+                .concat(),
             ),
         ),
         (
             "kms-v1",
             with_path(
                 "deployments/default/d",
-                &[b"k8s:enc:kms:v1:kube-kms:".as_slice(), &v1_len, &v1_blob, b"data"].concat(),
+                &[
+                    b"k8s:enc:kms:v1:kube-kms:".as_slice(),
+                    &v1_len,
+                    &v1_blob,
+                    b"data",
+                ]
+                .concat(),
             ),
         ),
         (
@@ -162,13 +176,19 @@ pub fn stored_value_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "identity-protobuf",
-            with_path("configmaps/default/cm", b"k8s\0\n\x0f\n\x02v1\x12\tConfigMap"),
+            with_path(
+                "configmaps/default/cm",
+                b"k8s\0\n\x0f\n\x02v1\x12\tConfigMap",
+            ),
         ),
         (
             "identity-json",
             with_path("example.com/widgets/ns/w", b"{\"kind\":\"Widget\"}"),
         ),
-        ("corrupt-v2", with_path("secrets/x/y", b"k8s:enc:kms:v2:p:\x0a\xff")),
+        (
+            "corrupt-v2",
+            with_path("secrets/x/y", b"k8s:enc:kms:v2:p:\x0a\xff"),
+        ),
     ]
 }
 

@@ -855,3 +855,77 @@ async fn a_dry_run_writes_nothing_and_resources_come_from_the_encryption_config(
     );
     assert!(!dir.path().join("checkpoint.json").exists());
 }
+
+/// `--verify` runs the census after a clean run and exits with its code: here etcd (a real one)
+/// still holds an object under the key ring's older version, which the census reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_runs_the_census_after_a_clean_run() {
+    use kube_kms::lifecycle::stored_value::EncryptedObject;
+    use prost::Message;
+
+    let stand_in = StandIn::start(vec![resource(
+        "",
+        "secrets",
+        "Secret",
+        namespaced("s", &["a"], 3),
+    )])
+    .await;
+    let etcd = util::etcd::EtcdServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_dir = dir.path().join("keys");
+    kube_kms::provider::local::LocalKeyRing::rotate(&key_dir).expect("version 1");
+    kube_kms::provider::local::LocalKeyRing::rotate(&key_dir).expect("version 2");
+    let ring = kube_kms::provider::local::list(&key_dir).expect("key ring");
+    let record = |version: usize| {
+        let object = EncryptedObject {
+            encrypted_data: vec![1; 64],
+            key_id: ring[version - 1].key_id.clone(),
+            encrypted_dek_source: vec![2; 61],
+            annotations: HashMap::from([
+                ("kek.kube-kms.io".to_owned(), vec![3; 60]),
+                (
+                    "version.kube-kms.io".to_owned(),
+                    version.to_string().into_bytes(),
+                ),
+            ]),
+            encrypted_dek_source_type: 1,
+        };
+        [
+            b"k8s:enc:kms:v2:kube-kms:".as_slice(),
+            &object.encode_to_vec(),
+        ]
+        .concat()
+    };
+    etcd.put_all(vec![
+        (b"/registry/secrets/a/s-00".to_vec(), record(2)),
+        (b"/registry/secrets/a/s-01".to_vec(), record(1)),
+    ])
+    .await;
+    let kubeconfig = stand_in.kubeconfig(dir.path());
+    let key_dir = key_dir.display().to_string();
+    let (code, stdout, stderr) = run(migrate_command(
+        dir.path(),
+        &kubeconfig,
+        &[
+            "--resources",
+            "secrets",
+            "--verify",
+            "--etcd-endpoints",
+            &etcd.endpoint,
+            "--local-key-dir",
+            &key_dir,
+        ],
+    ))
+    .await;
+    println!("{stdout}\n{stderr}");
+    assert_eq!(code, 3, "the census's code:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("every object was rewritten or skipped"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("local key ring version 1 (decrypt-only")
+            && stdout.contains("still encrypts 1 objects"),
+        "{stdout}"
+    );
+}

@@ -122,8 +122,8 @@ pub struct MigrateArgs {
     /// Objects rewritten at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
-    /// Requests per second to kube-apiserver, all kinds together.
-    #[arg(long, value_name = "N", default_value_t = 20.0)]
+    /// Requests per second to kube-apiserver, all kinds together (0.1 to 10000).
+    #[arg(long, value_name = "N", default_value_t = 20.0, value_parser = parse_qps)]
     pub qps: f64,
     /// List and count what would be rewritten; write nothing.
     #[arg(long)]
@@ -145,4 +145,28 @@ pub struct MigrateArgs {
     /// kube-kms's configuration, for --verify and the default checkpoint path.
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+/// A request rate from 0.1 to 10000 per second.
+fn parse_qps(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(qps) if (0.1..=10_000.0).contains(&qps) => Ok(qps),
+        _ => Err(format!(
+            "{value:?} is not a request rate; give 0.1 to 10000 requests per second"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qps_is_a_positive_bounded_rate() {
+        assert_eq!(parse_qps("20"), Ok(20.0));
+        assert_eq!(parse_qps("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "1e9", "fast"] {
+            assert!(parse_qps(bad).is_err(), "{bad}");
+        }
+    }
 }
