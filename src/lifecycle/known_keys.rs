@@ -229,7 +229,7 @@ impl KnownKeys {
                 description: format!("local key ring version {}", entry.version),
                 key_id: Some(entry.key_id.clone()),
                 retire: format!(
-                    "delete v{}.key from {} (keep its backup until you are sure)",
+                    "delete v{}.key from {}, keeping a backup until you are sure",
                     entry.version,
                     key_dir.display()
                 ),

@@ -304,11 +304,11 @@ impl Report {
         let summary = match status {
             Status::NothingPending => {
                 if encryption_config.is_some() {
-                    "nothing pending: every object is under the current key and written by the \
+                    "every object is under the current key and written by the \
                      EncryptionConfiguration's first provider"
                         .to_owned()
                 } else {
-                    "nothing pending: every kube-kms object is under the current key".to_owned()
+                    "every kube-kms object is under the current key".to_owned()
                 }
             }
             Status::Pending => format!(
