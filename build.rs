@@ -1,9 +1,13 @@
-//! Compiles the KMS protos in proto/ into Rust at build time with protox, so that building
-//! kube-kms needs no external `protoc`. One message, `v2.EncryptResponse`, is written by hand
-//! instead (src/proto/encrypt_response.rs).
+//! Compiles the KMS protos in proto/ (and the slice of etcd's API that `census` reads) into Rust
+//! at build time with protox, so that building kube-kms needs no external `protoc`. One message,
+//! `v2.EncryptResponse`, is written by hand instead (src/proto/encrypt_response.rs).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/v2/api.proto", "proto/v1beta1/api.proto"];
+    let protos = [
+        "proto/v2/api.proto",
+        "proto/v1beta1/api.proto",
+        "proto/etcd/rpc.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

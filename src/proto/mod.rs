@@ -1,4 +1,5 @@
-//! The generated gRPC code for the two KMS APIs kube-apiserver speaks: v2 and v1beta1.
+//! The generated gRPC code for the two KMS APIs kube-apiserver speaks (v2 and v1beta1), and for
+//! the one etcd call `kube-kms census` makes (KV.Range).
 //!
 //! Generated at build time from proto/ (see build.rs), except `v2.EncryptResponse`
 //! (`encrypt_response.rs`), written by hand so that what every Encrypt under one KEK repeats is
@@ -18,4 +19,10 @@ pub mod v2 {
 #[expect(missing_docs, reason = "generated code")]
 pub mod v1beta1 {
     tonic::include_proto!("v1beta1");
+}
+
+/// `/etcdserverpb.KV/Range`: the read-only slice of etcd's v3 API that `census` uses.
+#[expect(missing_docs, reason = "generated code")]
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
 }
