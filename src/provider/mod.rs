@@ -219,6 +219,9 @@ impl From<crate::crypto::RandomUnavailable> for ProviderError {
     }
 }
 
+/// The length of the DEK kube-apiserver's KMS v1 envelope sends to Encrypt.
+pub const V1_DEK_LEN: usize = 32;
+
 /// The RSA padding Azure's Go KMS plugin encrypted a DEK with: RSA-OAEP-256 on KMS v2, RSA1_5
 /// on KMS v1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -276,14 +279,23 @@ impl std::fmt::Debug for LegacyCiphertext {
 
 impl LegacyCiphertext {
     /// kube-apiserver's plaintext from what Key Vault decrypted, or `None` when that is not
-    /// what the Go plugin encrypted (empty, or for the newer layout not canonical base64url):
-    /// then the key version was not the one that encrypted, or the record was altered.
+    /// what the Go plugin encrypted: then the key version was not the one that encrypted, or
+    /// the record was altered. The newer layout must decrypt to canonical base64url. RSA1_5
+    /// with a wrong key may "succeed" (a service that answers bad padding with a synthetic
+    /// message, as the emulator does): an older-layout v1 record, which has nothing else to
+    /// check, must then decrypt to 32 bytes, the length of every DEK kube-apiserver's KMS v1
+    /// sends — a wrong version still passes with a probability near 1/245 per version tried.
     pub fn plaintext_from(&self, decrypted: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
         let plaintext = match self.layout {
             LegacyLayout::Base64Url => zeroize::Zeroizing::new(decrypted.to_vec()),
             LegacyLayout::Raw => crate::envelope::legacy::decode_base64url(decrypted)?,
         };
-        (!plaintext.is_empty()).then_some(plaintext)
+        let unverifiable =
+            self.algorithm == LegacyAlgorithm::Rsa15 && self.layout == LegacyLayout::Base64Url;
+        if plaintext.is_empty() || (unverifiable && plaintext.len() != V1_DEK_LEN) {
+            return None;
+        }
+        Some(plaintext)
     }
 }
 
