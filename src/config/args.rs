@@ -84,6 +84,10 @@ pub struct ConfigArgs {
     /// Keys kept to decrypt only, comma-separated: https://{vault}/keys/{name}[/{version}].
     #[arg(long = AZURE_DECRYPT_ONLY_KEYS.flag, env = AZURE_DECRYPT_ONLY_KEYS.env, value_name = "URL,...")]
     pub azure_decrypt_only_keys: Option<String>,
+    /// Versions of the key that Azure's Go KMS plugin encrypted with, comma-separated (32-hex
+    /// each): read its records until they are re-encrypted.
+    #[arg(long = AZURE_LEGACY_KEY_VERSIONS.flag, env = AZURE_LEGACY_KEY_VERSIONS.env, value_name = "VERSION,...")]
+    pub azure_legacy_key_versions: Option<String>,
     /// Wrapping algorithm for Managed HSM oct-HSM keys: A256KW or CKM_AES_KEY_WRAP_PAD (RSA keys
     /// always use RSA-OAEP-256) [default: A256KW].
     #[arg(long = AZURE_OCT_WRAP_ALGORITHM.flag, env = AZURE_OCT_WRAP_ALGORITHM.env, value_name = "ALG")]

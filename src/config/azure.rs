@@ -21,10 +21,10 @@ use super::settings::{
     AZURE_CLIENT_SECRET_ENV, AZURE_CLIENT_SECRET_FILE, AZURE_CLOUD, AZURE_CONNECT_TIMEOUT,
     AZURE_DECRYPT_ONLY_KEYS, AZURE_FEDERATED_TOKEN_FILE,
     AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK, AZURE_JSON, AZURE_KEY_NAME, AZURE_KEY_VERSION,
-    AZURE_MANAGED_HSM_SUFFIX, AZURE_MANAGED_IDENTITY_CLIENT_ID, AZURE_MANAGED_IDENTITY_OBJECT_ID,
-    AZURE_MANAGED_IDENTITY_RESOURCE_ID, AZURE_OCT_WRAP_ALGORITHM, AZURE_REQUEST_TIMEOUT,
-    AZURE_SELF_TEST_INTERVAL, AZURE_TENANT_ID, AZURE_VAULT_SUFFIX, AZURE_VAULT_URL, Setting,
-    Sources, duration_in, parse_env_name, parse_path,
+    AZURE_LEGACY_KEY_VERSIONS, AZURE_MANAGED_HSM_SUFFIX, AZURE_MANAGED_IDENTITY_CLIENT_ID,
+    AZURE_MANAGED_IDENTITY_OBJECT_ID, AZURE_MANAGED_IDENTITY_RESOURCE_ID, AZURE_OCT_WRAP_ALGORITHM,
+    AZURE_REQUEST_TIMEOUT, AZURE_SELF_TEST_INTERVAL, AZURE_TENANT_ID, AZURE_VAULT_SUFFIX,
+    AZURE_VAULT_URL, Setting, Sources, duration_in, parse_env_name, parse_path,
 };
 use crate::provider::azure::client::WrapAlgorithm;
 use crate::provider::azure::key_id::{KeyRef, is_valid_version, parse_vault_url};
@@ -52,6 +52,7 @@ pub(super) fn resolve(sources: Sources<'_>) -> Result<AzureConfig, ConfigError> 
     let key = key(sources)?;
     let key_version = key_version(sources)?;
     let decrypt_only_keys = decrypt_only_keys(sources, &key)?;
+    let legacy_key_versions = legacy_key_versions(sources)?;
     let oct_wrap_algorithm = oct_wrap_algorithm(sources)?;
     let auth = auth(sources)?;
     let cloud = cloud(sources)?;
@@ -68,6 +69,7 @@ pub(super) fn resolve(sources: Sources<'_>) -> Result<AzureConfig, ConfigError> 
         key_version,
         decrypt_only_keys,
         oct_wrap_algorithm,
+        legacy_key_versions,
         auth,
         cloud: cloud.name,
         authority_host: cloud.authority_host,
@@ -132,6 +134,23 @@ fn decrypt_only_keys(
         keys.push(entry_key);
     }
     Ok(keys)
+}
+
+/// `azure.legacy_key_versions`: versions of `azure.key_name` (32 lowercase hex each, each once)
+/// that Azure's Go KMS plugin encrypted with.
+fn legacy_key_versions(sources: Sources<'_>) -> Result<Vec<String>, ConfigError> {
+    let listed = AZURE_LEGACY_KEY_VERSIONS.raw(sources).unwrap_or_default();
+    let mut versions: Vec<String> = Vec::new();
+    for entry in listed.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if !is_valid_version(entry) || versions.iter().any(|v| v == entry) {
+            return Err(AZURE_LEGACY_KEY_VERSIONS.invalid(
+                entry,
+                "versions of azure.key_name, 32 lowercase hex digits each, each listed once",
+            ));
+        }
+        versions.push(entry.to_owned());
+    }
+    Ok(versions)
 }
 
 /// `azure.oct_wrap_algorithm`, A256KW by default.
@@ -569,5 +588,32 @@ mod tests {
         let error = error_of(&yaml, &ConfigArgs::default());
         assert!(error.contains("azure.client_secret_env"), "{error}");
         assert!(!error.contains("secret-value"), "{error}");
+    }
+
+    #[test]
+    fn legacy_key_versions_are_32_hex_each_listed_once() {
+        let version = "0123456789abcdef0123456789abcdef";
+        let other = "fedcba9876543210fedcba9876543210";
+        let yaml = format!("{AZURE_YAML}  legacy_key_versions: [{version}, {other}]\n");
+        let azure = azure_of(Config::from_yaml(&yaml, &ConfigArgs::default(), &env()).unwrap());
+        assert_eq!(azure.legacy_key_versions, [version, other]);
+        let args = ConfigArgs {
+            azure_legacy_key_versions: Some(format!("{other}, {version}")),
+            ..Default::default()
+        };
+        let azure = azure_of(Config::from_yaml(AZURE_YAML, &args, &env()).unwrap());
+        assert_eq!(azure.legacy_key_versions, [other, version]);
+        let default =
+            azure_of(Config::from_yaml(AZURE_YAML, &ConfigArgs::default(), &env()).unwrap());
+        assert!(default.legacy_key_versions.is_empty());
+        for bad in [
+            format!("[{version}, {version}]"),
+            "[latest]".to_owned(),
+            "[ABC]".to_owned(),
+        ] {
+            let yaml = format!("{AZURE_YAML}  legacy_key_versions: {bad}\n");
+            let error = error_of(&yaml, &ConfigArgs::default());
+            assert!(error.contains("azure.legacy_key_versions"), "{error}");
+        }
     }
 }

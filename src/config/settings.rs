@@ -202,6 +202,12 @@ pub(crate) const AZURE_DECRYPT_ONLY_KEYS: Setting = setting!(
     "azure-decrypt-only-keys",
     "KUBE_KMS_AZURE_DECRYPT_ONLY_KEYS"
 );
+pub(crate) const AZURE_LEGACY_KEY_VERSIONS: Setting = setting!(
+    azure.legacy_key_versions,
+    azure_legacy_key_versions,
+    "azure-legacy-key-versions",
+    "KUBE_KMS_AZURE_LEGACY_KEY_VERSIONS"
+);
 pub(crate) const AZURE_OCT_WRAP_ALGORITHM: Setting = setting!(
     azure.oct_wrap_algorithm,
     azure_oct_wrap_algorithm,
@@ -409,6 +415,7 @@ pub(super) const ALL: &[&Setting] = &[
     &AZURE_KEY_NAME,
     &AZURE_KEY_VERSION,
     &AZURE_DECRYPT_ONLY_KEYS,
+    &AZURE_LEGACY_KEY_VERSIONS,
     &AZURE_OCT_WRAP_ALGORITHM,
     &AZURE_AUTH,
     &AZURE_TENANT_ID,

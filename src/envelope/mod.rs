@@ -13,6 +13,7 @@
 pub mod cache;
 pub mod format;
 pub mod kek;
+pub mod legacy;
 
 #[cfg(test)]
 mod tests;
@@ -28,10 +29,15 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{Nonce, SecretKey};
 use crate::provider::guard::REQUEST_DEADLINE;
-use crate::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use crate::provider::{KeyProvider, KeyVersion, LegacyCiphertext, ProviderError, ProviderHealth};
 use cache::{CacheStats, KekCache};
 use format::{FormatError, WrappedKekRef};
 use kek::{ActiveKek, ActiveSlot, Annotations, Kek, RotationPolicy};
+use legacy::V1Kind;
+
+/// A DEK read from a Go plugin record, shared by every Decrypt of it; wiped when the last
+/// holder drops it.
+type LegacyPlaintext = Arc<Zeroizing<Vec<u8>>>;
 
 /// Why an envelope operation failed.
 #[derive(Debug, Clone)]
@@ -176,6 +182,9 @@ pub struct Envelope {
     active: RwLock<Active>,
     rotation: AsyncMutex<()>,
     cache: KekCache,
+    /// What the key service decrypted for Azure's Go plugin records, by (the key_id or "v1",
+    /// the RSA ciphertext): kube-apiserver reuses one DEK for many objects.
+    legacy: KekCache<LegacyPlaintext>,
     refresh_state: Mutex<RefreshState>,
     rotations_key_changed: AtomicU64,
     rotations_spent: AtomicU64,
@@ -206,6 +215,7 @@ impl Envelope {
             }),
             rotation: AsyncMutex::new(()),
             cache,
+            legacy: KekCache::new(cache_capacity),
             refresh_state: Mutex::new(RefreshState {
                 last_success: Some(now),
                 last_attempt: Some(now),
@@ -242,6 +252,10 @@ impl Envelope {
         key_id: &str,
         annotations: &HashMap<String, Vec<u8>>,
     ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        if legacy::is_v2_record(annotations) {
+            let record = legacy::parse_v2(ciphertext, key_id, annotations)?;
+            return self.decrypt_legacy(record).await;
+        }
         format::check_key_id(key_id)?;
         let parsed = format::parse_v2_ciphertext(ciphertext)?;
         let wrapped = format::parse_annotations(annotations)?;
@@ -267,12 +281,61 @@ impl Envelope {
     }
 
     /// v1 Decrypt: opens a blob written by [`Envelope::encrypt_v1`].
+    /// Also reads a blob of Azure's Go KMS plugin (see [`legacy`]).
     pub async fn decrypt_v1(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        match legacy::classify_v1(blob)? {
+            V1Kind::Own => self.decrypt_own_v1(blob).await,
+            V1Kind::Legacy(record) => self.decrypt_legacy(record).await,
+            V1Kind::Ambiguous(record) => match self.decrypt_own_v1(blob).await {
+                Ok(plaintext) => Ok(plaintext),
+                Err(own) => self.decrypt_legacy(record).await.map_err(|_| own),
+            },
+        }
+    }
+
+    async fn decrypt_own_v1(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let parsed = format::parse_v1_blob(blob)?;
         let kek = self.kek_for(parsed.kek).await?;
         kek.gcm()
             .open(parsed.header, parsed.sealed)
             .map_err(|_| EnvelopeError::Authentication)
+    }
+
+    /// A Go plugin record's plaintext: from the cache, or decrypted once by the provider (with a
+    /// key version its configuration names; refused without a remote call otherwise).
+    async fn decrypt_legacy(
+        &self,
+        record: LegacyCiphertext,
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        self.check_not_revoked()?;
+        self.provider.check_legacy(&record)?;
+        let name = match &record.key_id {
+            Some(key_id) => format!("v2 {key_id}"),
+            None => "v1".to_owned(),
+        };
+        let rsa = record.rsa.clone();
+        let plaintext = self
+            .legacy
+            .get_or_unwrap(&name, &rsa, || {
+                let provider = Arc::clone(&self.provider);
+                let deadline = REQUEST_DEADLINE.try_with(|deadline| *deadline).ok();
+                async move {
+                    let decrypt = provider.decrypt_legacy(&record);
+                    let plaintext = match deadline {
+                        Some(deadline) => REQUEST_DEADLINE.scope(deadline, decrypt).await?,
+                        None => decrypt.await?,
+                    };
+                    Ok(Arc::new(plaintext))
+                }
+            })
+            .await?;
+        self.check_not_revoked()?;
+        Ok(Zeroizing::new(plaintext.as_slice().to_vec()))
+    }
+
+    /// Counters of the cache of Go plugin records' plaintexts.
+    pub fn legacy_cache_stats(&self) -> CacheStats {
+        self.legacy.stats()
     }
 
     /// What Status reports: the active key_id, and "ok" unless the provider says the key is
@@ -325,6 +388,7 @@ impl Envelope {
             active.generation += 1;
             self.revoked.store(true, Ordering::Release);
             self.cache.clear();
+            self.legacy.clear();
             newly
         };
         if newly {

@@ -27,7 +27,9 @@ use async_trait::async_trait;
 use azure_core::time::OffsetDateTime;
 use azure_security_keyvault_keys::models::{Key, KeyType};
 
-use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use super::{
+    KeyIdentity, KeyProvider, KeyVersion, LegacyCiphertext, ProviderError, ProviderHealth,
+};
 use crate::crypto::{SecretKey, fill_random};
 use azure_access::auth::{self, AuthSettings, AzureEnv, Resolution};
 use azure_access::client::{self as transport, TransportOptions};
@@ -36,6 +38,7 @@ use azure_access::retry::{self, RetryPolicy};
 use client::{VaultClient, WrapAlgorithm};
 use errors::{Call, Failure};
 use key_id::{KeyRef, is_valid_version};
+use zeroize::Zeroizing;
 
 /// The smallest RSA key accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -79,6 +82,9 @@ pub struct AzureConfig {
     pub key_version: KeyVersionChoice,
     /// Keys (or key versions) kept to decrypt only.
     pub decrypt_only_keys: Vec<DecryptOnlyKey>,
+    /// Versions of `key` that Azure's Go KMS plugin encrypted DEKs with directly; read with
+    /// Key Vault `decrypt` (see `envelope::legacy`).
+    pub legacy_key_versions: Vec<String>,
     /// The algorithm for oct-HSM keys (A256KW or CKM_AES_KEY_WRAP_PAD); RSA keys always use
     /// RSA-OAEP-256.
     pub oct_wrap_algorithm: WrapAlgorithm,
@@ -114,6 +120,7 @@ impl AzureConfig {
             key,
             key_version: KeyVersionChoice::Latest,
             decrypt_only_keys: Vec::new(),
+            legacy_key_versions: Vec::new(),
             oct_wrap_algorithm: WrapAlgorithm::A256Kw,
             auth: AuthSettings::default(),
             cloud: None,
@@ -622,6 +629,82 @@ impl AzureKeyVaultProvider {
         }
     }
 
+    /// The configured key versions that may read `record`, without a remote call. v2: the one
+    /// whose key_id (SHA-256 of its versioned URL) is the record's — among the current version,
+    /// `azure.legacy_key_versions` and the versions named in `azure.decrypt_only_keys`. v1:
+    /// every version in `azure.legacy_key_versions`, in order. None: refused.
+    fn legacy_candidates(
+        &self,
+        record: &LegacyCiphertext,
+    ) -> Result<Vec<(KeyRef, String)>, ProviderError> {
+        let config = &self.inner.config;
+        let legacy = config
+            .legacy_key_versions
+            .iter()
+            .map(|version| (config.key.clone(), version.clone()));
+        let candidates: Vec<(KeyRef, String)> = match &record.key_id {
+            None => legacy.collect(),
+            Some(key_id) => {
+                let current = self
+                    .lock()
+                    .current
+                    .as_ref()
+                    .map(|current| (config.key.clone(), current.version.version().to_owned()));
+                let pinned_old = config.decrypt_only_keys.iter().filter_map(|old| {
+                    old.version
+                        .as_ref()
+                        .map(|version| (old.key.clone(), version.clone()))
+                });
+                current
+                    .into_iter()
+                    .chain(legacy)
+                    .chain(pinned_old)
+                    .filter(|(key, version)| key.key_id(version) == *key_id)
+                    .take(1)
+                    .collect()
+            }
+        };
+        if candidates.is_empty() {
+            return Err(no_legacy_version(record));
+        }
+        Ok(candidates)
+    }
+
+    /// One Key Vault `decrypt` of a Go plugin record, retried; `Ok(None)` when the version is
+    /// not the one that encrypted it (the service refused the padding, or the result is not
+    /// what the Go plugin encrypted).
+    async fn decrypt_remote(
+        &self,
+        key: &KeyRef,
+        version: &str,
+        record: &LegacyCiphertext,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ProviderError> {
+        let client = self.client(key)?;
+        let operation = errors::describe(Call::Decrypt, key, Some(version));
+        let result = retry::run(&self.inner.config.retry, &operation, || async {
+            client
+                .decrypt(key.name(), version, record.algorithm, &record.rsa)
+                .await
+                .map_err(
+                    |error| match errors::classify(error, Call::Decrypt, key, Some(version)) {
+                        Failure::NotFound(mut classified) => {
+                            classified.error = ProviderError::UnknownKeyVersion {
+                                version: version.to_owned(),
+                            };
+                            classified
+                        }
+                        Failure::Other(classified) => classified,
+                    },
+                )
+        })
+        .await;
+        match result {
+            Ok(decrypted) => Ok(record.plaintext_from(&decrypted)),
+            Err(ProviderError::UnwrapFailed { .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
     /// The order in which configured keys are asked to unwrap `version`.
     fn candidates(&self, version: &str) -> Vec<usize> {
         let learned = self.lock().learned.get(version).copied();
@@ -668,6 +751,17 @@ impl AzureKeyVaultProvider {
             state.learned.clear();
         }
         state.learned.insert(version.to_owned(), target);
+    }
+}
+
+/// The refusal of a Go plugin record that no configured key version may read.
+fn no_legacy_version(record: &LegacyCiphertext) -> ProviderError {
+    ProviderError::UnknownKeyVersion {
+        version: match &record.key_id {
+            // Attacker input of up to 1 KiB: only a prefix, cut at a character boundary.
+            Some(key_id) => format!("key_id {}", key_id.chars().take(64).collect::<String>()),
+            None => "none listed in azure.legacy_key_versions".to_owned(),
+        },
     }
 }
 
@@ -898,6 +992,40 @@ impl KeyProvider for AzureKeyVaultProvider {
         Err(ProviderError::UnknownKeyVersion {
             version: version.to_owned(),
         })
+    }
+
+    async fn decrypt_legacy(
+        &self,
+        record: &LegacyCiphertext,
+    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        let versions = self.legacy_candidates(record)?;
+        let mut last = None;
+        for (key, version) in &versions {
+            match self.decrypt_remote(key, version, record).await {
+                Ok(Some(plaintext)) => {
+                    self.record_call::<()>(&Ok(()), false);
+                    return Ok(plaintext);
+                }
+                // Not this version (the padding or the content did not check): the next one.
+                Ok(None) => {
+                    last = Some(ProviderError::UnwrapFailed {
+                        version: version.clone(),
+                    });
+                }
+                Err(error @ ProviderError::UnknownKeyVersion { .. }) => {
+                    last.get_or_insert(error);
+                }
+                Err(error) => {
+                    self.record_call::<()>(&Err(error.clone()), false);
+                    return Err(error);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| no_legacy_version(record)))
+    }
+
+    fn check_legacy(&self, record: &LegacyCiphertext) -> Result<(), ProviderError> {
+        self.legacy_candidates(record).map(drop)
     }
 
     fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {
