@@ -44,6 +44,154 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// What the census is checked against: a pinned Azure key with a decrypt-only key of any
+/// version, and an EncryptionConfiguration with a kms, an aescbc and an identity provider.
+fn census_fixture() -> &'static (
+    crate::lifecycle::known_keys::KnownKeys,
+    crate::lifecycle::encryption_config::EncryptionConfig,
+) {
+    static FIXTURE: OnceLock<(
+        crate::lifecycle::known_keys::KnownKeys,
+        crate::lifecycle::encryption_config::EncryptionConfig,
+    )> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let config = crate::config::Config::from_yaml(
+            "provider: azure\nazure:\n  vault_url: https://kv.vault.azure.net/\n  key_name: kek\n  \
+             key_version: 0123456789abcdef0123456789abcdef\n  \
+             decrypt_only_keys: https://old.vault.azure.net/keys/old\n",
+            &crate::config::ConfigArgs::default(),
+            &crate::config::DefaultsEnv::default(),
+        )
+        .unwrap_or_else(|error| panic!("fuzzing census config: {error}"));
+        let encryption = crate::lifecycle::encryption_config::EncryptionConfig::parse(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n\
+             - resources: [secrets, '*.apps']\n  providers:\n  - kms: {apiVersion: v2, name: kube-kms}\n\
+             \x20 - aescbc: {keys: [{name: key1}]}\n  - identity: {}\n",
+            "<fuzzing>",
+        )
+        .unwrap_or_else(|error| panic!("fuzzing EncryptionConfiguration: {error}"));
+        (
+            crate::lifecycle::known_keys::KnownKeys::from_config(&config, None),
+            encryption,
+        )
+    })
+}
+
+/// Splits arbitrary bytes at the first zero byte into an etcd key path and a stored value, and
+/// counts them as the census does: classified, named against a configuration and placed against
+/// an EncryptionConfiguration.
+///
+/// # Panics
+/// When an invariant breaks: the value is not counted exactly once, in exactly one row, or a
+/// KMS v2 record's key_id is outside kube-apiserver's 1–1024 bytes.
+pub fn stored_value(data: &[u8]) {
+    use crate::lifecycle::census::Tally;
+    use crate::lifecycle::stored_value::{StoredValue, classify, group_resource};
+
+    let (path, value) = match data.iter().position(|b| *b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (&b"secrets/ns/name"[..], data),
+    };
+    let _ = group_resource(path);
+    if let StoredValue::KmsV2(record) = classify(value) {
+        assert!(
+            (1..=1024).contains(&record.key_id.len()),
+            "a KMS v2 key_id of {} bytes was accepted",
+            record.key_id.len()
+        );
+    }
+    let (known, encryption) = census_fixture();
+    let mut tally = Tally::default();
+    tally.add(data, path, value, known, Some(encryption));
+    assert_eq!(tally.scanned, 1);
+    assert_eq!(tally.rows.values().sum::<u64>(), 1, "one value, one row");
+    assert!(tally.unreadable + tally.pending + tally.undecided <= 1);
+    assert!(tally.keys.values().map(|key| key.objects).sum::<u64>() <= 1);
+}
+
+/// Seeds for the `stored_value` corpus: one value of every stored format, behind its path.
+pub fn stored_value_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::lifecycle::stored_value::EncryptedObject;
+
+    let with_path = |path: &str, value: &[u8]| [path.as_bytes(), &[0], value].concat();
+    let kube_kms = EncryptedObject {
+        encrypted_data: vec![0x5a; 48],
+        key_id: "6c0fa652efc19c97d66a8c70e71224d33a53ab4340ebbfb07d7d3e549db9560e".to_owned(),
+        encrypted_dek_source: vec![1; 61],
+        annotations: format::annotations("0123456789abcdef0123456789abcdef", &[9; 256]),
+        encrypted_dek_source_type: 1,
+    };
+    let azure = EncryptedObject {
+        annotations: HashMap::from([("version.azure.akv.io".to_owned(), b"1".to_vec())]),
+        encrypted_dek_source_type: 0,
+        ..kube_kms.clone()
+    };
+    let v1_blob = [
+        format::v1_header("0123456789abcdef0123456789abcdef", &[9; 256]).as_slice(),
+        &[0; 45],
+    ]
+    .concat();
+    let v1_len = u16::try_from(v1_blob.len())
+        .unwrap_or(u16::MAX)
+        .to_be_bytes();
+    vec![
+        (
+            "kms-v2-kube-kms",
+            with_path(
+                "secrets/default/s",
+                &[
+                    b"k8s:enc:kms:v2:kube-kms:".as_slice(),
+                    &kube_kms.encode_to_vec(),
+                ]
+                .concat(),
+            ),
+        ),
+        (
+            "kms-v2-azure-plugin",
+            with_path(
+                "secrets/default/a",
+                &[
+                    b"k8s:enc:kms:v2:azurekms:".as_slice(),
+                    &azure.encode_to_vec(),
+                ]
+                .concat(),
+            ),
+        ),
+        (
+            "kms-v1",
+            with_path(
+                "deployments/default/d",
+                &[
+                    b"k8s:enc:kms:v1:kube-kms:".as_slice(),
+                    &v1_len,
+                    &v1_blob,
+                    b"data",
+                ]
+                .concat(),
+            ),
+        ),
+        (
+            "aescbc",
+            with_path("secrets/default/c", b"k8s:enc:aescbc:v1:key1:\x01\x02\x03"),
+        ),
+        (
+            "identity-protobuf",
+            with_path(
+                "configmaps/default/cm",
+                b"k8s\0\n\x0f\n\x02v1\x12\tConfigMap",
+            ),
+        ),
+        (
+            "identity-json",
+            with_path("example.com/widgets/ns/w", b"{\"kind\":\"Widget\"}"),
+        ),
+        (
+            "corrupt-v2",
+            with_path("secrets/x/y", b"k8s:enc:kms:v2:p:\x0a\xff"),
+        ),
+    ]
+}
+
 /// Decodes arbitrary bytes as a protobuf `v2.DecryptRequest` (what tonic hands the service) and
 /// runs it through a whole [`Envelope::decrypt`] with a fuzzing provider.
 ///
@@ -179,8 +327,8 @@ pub fn seed_requests() -> Vec<(&'static str, Vec<u8>)> {
     let v2 = crate::proto::v2::DecryptRequest {
         ciphertext: sealed.ciphertext,
         uid: "fuzz".to_owned(),
-        key_id: sealed.key_id,
-        annotations: sealed.annotations,
+        key_id: sealed.key_id.to_string(),
+        annotations: (*sealed.annotations).clone(),
     };
     let blob = fixture
         .runtime
@@ -282,7 +430,16 @@ impl KeyProvider for FuzzProvider {
 
     async fn wrap(&self, _key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
         let mut wrapped = Vec::new();
-        self.root.seal_into(b"fuzz", kek.expose(), &mut wrapped)?;
+        self.root
+            .seal_into(
+                crate::crypto::Nonce::random()?,
+                b"fuzz",
+                kek.expose(),
+                &mut wrapped,
+            )
+            .map_err(|error| ProviderError::Misconfigured {
+                reason: error.to_string(),
+            })?;
         Ok(wrapped)
     }
 

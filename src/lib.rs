@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod envelope;
+pub mod lifecycle;
 pub mod ops;
 pub mod probe;
 pub mod proto;

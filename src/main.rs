@@ -1,5 +1,6 @@
 //! The `kube-kms` command: `serve` runs the plugin, `probe` checks a running one, `keys`
-//! manages the local key ring.
+//! manages the local key ring, `census` reports which key encrypts what in etcd and `migrate`
+//! re-encrypts storage through kube-apiserver.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,6 +12,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use kube_kms::config::{Config, ConfigArgs, DefaultsEnv, LogFormat, ProviderConfig};
 use kube_kms::daemon::{Daemon, Reload};
+use kube_kms::lifecycle::args::{CensusArgs, CensusFlags, EtcdArgs, MigrateArgs, OutputFormat};
+use kube_kms::lifecycle::encryption_config::EncryptionConfig;
+use kube_kms::lifecycle::known_keys::KnownKeys;
+use kube_kms::lifecycle::report::Report;
+use kube_kms::lifecycle::{census, etcd, migrate};
 use kube_kms::provider::local::{self, LocalKeyRing};
 use kube_kms::provider::pkcs11::{self, NewKeyType, Pkcs11Config};
 
@@ -48,6 +54,21 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Report which key encrypts what, read straight from etcd (read-only).
+    ///
+    /// Counts every object under kube-apiserver's etcd prefix per resource, provider and
+    /// key_id, names each key_id from kube-kms's configuration (current, decrypt-only, or
+    /// unknown to it), and says for every decrypt-only key whether any object still uses it.
+    /// Exit codes: 0 nothing pending, 3 objects to re-encrypt, 4 objects this configuration
+    /// cannot read, 5 current key version unknown (docs/census.md).
+    Census(Box<CensusArgs>),
+    /// Re-encrypt stored objects by rewriting them through kube-apiserver, resumably.
+    ///
+    /// Lists each resource page by page and writes every object back unchanged, which makes
+    /// kube-apiserver store it with its first provider's current key. Conflicts are retried,
+    /// deleted objects skipped; progress is kept in a checkpoint file so an interrupted run
+    /// resumes. Exit 1 when anything failed (docs/migrate.md).
+    Migrate(Box<MigrateArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +140,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, hardening: grpc_uds::hardening::Report) -> anyhow::Result<ExitCode> {
     let env = DefaultsEnv::from_process();
     match cli.command {
+        Command::Census(args) => {
+            let config = Config::load(&args.config, &env)?;
+            let report = run_census(&config, &args.etcd, &args.census).await?;
+            print_report(&report, args.census.output);
+            Ok(ExitCode::from(report.outcome.exit_code))
+        }
+        Command::Migrate(args) => run_migrate(*args, &env).await,
         Command::Serve(args) => {
             let config = Config::load(&args, &env)?;
             init_logging(&config);
@@ -191,6 +219,114 @@ async fn run(cli: Cli, hardening: grpc_uds::hardening::Report) -> anyhow::Result
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Reads etcd and builds the census report.
+async fn run_census(
+    config: &Config,
+    etcd_args: &EtcdArgs,
+    flags: &CensusFlags,
+) -> anyhow::Result<Report> {
+    let known = KnownKeys::from_config(config, flags.current_key_id.as_deref());
+    let encryption = flags
+        .encryption_config
+        .as_deref()
+        .map(EncryptionConfig::load)
+        .transpose()?;
+    let mut etcd = etcd::Etcd::connect(&etcd_args.options()).await?;
+    let census = census::run(
+        &mut etcd,
+        &etcd_args.census_options(),
+        &known,
+        encryption.as_ref(),
+    )
+    .await?;
+    let path = flags
+        .encryption_config
+        .as_ref()
+        .map(|path| path.display().to_string());
+    Ok(Report::new(&census, &known, path.as_deref()))
+}
+
+fn print_report(report: &Report, output: OutputFormat) {
+    // stdout may be a closed pipe (`| head`): the exit code still says what the census found.
+    let _ = match output {
+        OutputFormat::Text => write!(std::io::stdout(), "{}", report.to_text()),
+        OutputFormat::Json => writeln!(std::io::stdout(), "{}", report.to_json()),
+    };
+}
+
+/// `kube-kms migrate`: rewrite, summarise, and with --verify run the census.
+async fn run_migrate(args: MigrateArgs, env: &DefaultsEnv) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config, env)?;
+    let selectors = if args.resources.is_empty() {
+        let path = args
+            .census
+            .encryption_config
+            .as_deref()
+            .context("give --resources or --encryption-config")?;
+        let patterns = EncryptionConfig::load(path)?.encrypted_patterns();
+        if patterns.is_empty() {
+            bail!(
+                "{} encrypts no resource (every rule's first provider is identity); name them                  with --resources",
+                path.display()
+            );
+        }
+        patterns
+    } else {
+        args.resources.clone()
+    };
+    if args.verify && args.dry_run {
+        bail!("--verify checks a finished migration; it cannot follow --dry-run");
+    }
+    let (client, server) =
+        migrate::connect(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+    let targets = migrate::resolve(&client, &selectors).await?;
+    let options = migrate::MigrateOptions {
+        page_size: args.page_size,
+        concurrency: usize::try_from(args.concurrency).unwrap_or(1),
+        qps: args.qps,
+        dry_run: args.dry_run,
+        checkpoint: args
+            .checkpoint
+            .clone()
+            .unwrap_or_else(|| config.state_dir.join("migrate-checkpoint.json")),
+    };
+    eprintln!(
+        "kube-kms migrate: {} against {server}{}",
+        targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if args.dry_run { " (dry run)" } else { "" }
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            eprintln!("kube-kms migrate: stopping after the objects in flight");
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let summary = migrate::migrate(&client, &server, &targets, &options, &stop).await;
+    watcher.abort();
+    let summary = summary?;
+    let _ = write!(std::io::stdout(), "{}", summary.to_text());
+    if summary.interrupted {
+        return Ok(ExitCode::from(130));
+    }
+    if !summary.succeeded() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.verify {
+        let report = run_census(&config, &args.etcd, &args.census).await?;
+        println!();
+        print_report(&report, args.census.output);
+        return Ok(ExitCode::from(report.outcome.exit_code));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `kube-kms keys` with the pkcs11 provider.

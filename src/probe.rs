@@ -122,7 +122,7 @@ async fn run(socket: &Path, timeout: Duration, report: &mut ProbeReport) -> Resu
         .await
         .map_err(call("Encrypt"))?
         .into_inner();
-    if encrypted.key_id != status.key_id {
+    if *encrypted.key_id != *status.key_id {
         return Err(format!(
             "Encrypt's key_id {} differs from Status's {}",
             encrypted.key_id, status.key_id
@@ -133,8 +133,8 @@ async fn run(socket: &Path, timeout: Duration, report: &mut ProbeReport) -> Resu
             DecryptRequest {
                 ciphertext: encrypted.ciphertext,
                 uid,
-                key_id: encrypted.key_id,
-                annotations: encrypted.annotations,
+                key_id: encrypted.key_id.to_string(),
+                annotations: std::sync::Arc::unwrap_or_clone(encrypted.annotations),
             },
             timeout,
         ))

@@ -267,13 +267,13 @@ async fn the_kms_contract(client: &mut RawClient, shapes: &[Shape]) {
         )
         .await;
     let sealed: v2::EncryptResponse = ok(outcome);
-    assert_eq!(sealed.key_id, status.key_id);
+    assert_eq!(*sealed.key_id, *status.key_id);
 
     let request = v2::DecryptRequest {
         ciphertext: sealed.ciphertext,
         uid: "uid-2".into(),
-        key_id: sealed.key_id,
-        annotations: sealed.annotations,
+        key_id: sealed.key_id.to_string(),
+        annotations: (*sealed.annotations).clone(),
     };
     let (_, outcome) = client
         .call(

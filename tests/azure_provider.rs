@@ -73,8 +73,8 @@ fn decrypt_request(encrypted: &EncryptResponse) -> DecryptRequest {
     DecryptRequest {
         ciphertext: encrypted.ciphertext.clone(),
         uid: "azure".into(),
-        key_id: encrypted.key_id.clone(),
-        annotations: encrypted.annotations.clone(),
+        key_id: encrypted.key_id.to_string(),
+        annotations: (*encrypted.annotations).clone(),
     }
 }
 
@@ -168,7 +168,7 @@ async fn round_trip(vault: &TestVault, algorithm: &str) -> serde_json::Value {
 
     let plaintext = b"a DEK seed from kube-apiserver".to_vec();
     let encrypted = encrypt(&plugin, &plaintext).await;
-    assert_eq!(encrypted.key_id, expected);
+    assert_eq!(*encrypted.key_id, expected);
     assert_eq!(
         encrypted
             .annotations
@@ -194,7 +194,7 @@ async fn round_trip(vault: &TestVault, algorithm: &str) -> serde_json::Value {
         "key_name": vault.key_name,
         "version": vault.first.version,
         "algorithm": algorithm,
-        "key_id": encrypted.key_id,
+        "key_id": &*encrypted.key_id,
         "wrapped_kek": hex::encode(&encrypted.annotations[WRAPPED_KEK_ANNOTATION]),
         "ciphertext": hex::encode(&encrypted.ciphertext),
         "plaintext": hex::encode(&plaintext),
@@ -334,7 +334,7 @@ async fn a_new_version_in_the_vault_moves_status_and_encrypt_and_old_data_still_
     let plugin = plugin_on(vault.provider().await, RotationPolicy::DEFAULT).await;
     let first_id = expected_key_id(&vault.first.kid);
     let old = encrypt(&plugin, b"written before the rotation").await;
-    assert_eq!(old.key_id, first_id);
+    assert_eq!(*old.key_id, first_id);
 
     let mut seen = HashSet::from([first_id.clone()]);
     let mut written = vec![(old, b"written before the rotation".to_vec())];
@@ -355,7 +355,7 @@ async fn a_new_version_in_the_vault_moves_status_and_encrypt_and_old_data_still_
         assert_eq!(status.into_inner().key_id, new_id, "round {round}: Status");
         let plaintext = format!("written in round {round}").into_bytes();
         let encrypted = encrypt(&plugin, &plaintext).await;
-        assert_eq!(encrypted.key_id, new_id, "round {round}: Encrypt");
+        assert_eq!(*encrypted.key_id, new_id, "round {round}: Encrypt");
         assert_eq!(
             encrypted.annotations[KEY_VERSION_ANNOTATION],
             rotated.version.as_bytes()
@@ -768,11 +768,25 @@ async fn disabled_expired_deleted_or_forbidden_keys_are_revoked_and_recover() {
         .expect("clear");
     provider.refresh().await.expect("valid again");
 
-    // The identity loses unwrapKey: the refresh's self-test finds out.
+    // The identity loses unwrapKey but keeps get: the routine refresh (one key read) cannot
+    // tell, the self-test not being due; the first unwrap refused says so at once, and the next
+    // refresh runs the self-test, which confirms it.
     vault
         .emulator
         .revoke(&vault.client_id, &[Permission::UnwrapKey])
         .expect("revoke");
+    provider
+        .refresh()
+        .await
+        .expect("a key read needs no unwrapKey");
+    revoked(
+        provider
+            .unwrap(&version, &wrapped)
+            .await
+            .expect_err("no unwrapKey"),
+        "keys/unwrapKey",
+    );
+    assert_revoked_health(provider.health().await, "unwrapKey");
     revoked(
         provider.refresh().await.expect_err("no unwrapKey"),
         "keys/unwrapKey",
@@ -798,6 +812,159 @@ async fn disabled_expired_deleted_or_forbidden_keys_are_revoked_and_recover() {
             .expose(),
         secret.expose()
     );
+}
+
+/// The routine refresh costs the vault one key read; the wrap/unwrap self-test runs on its own
+/// period, at once after any failure and for a new key version; and a key disabled, deleted or
+/// expired is still refused by the very next refresh, without the self-test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routine_refresh_is_one_key_read_and_the_self_test_keeps_its_own_period() {
+    const PERIOD: Duration = Duration::from_secs(3);
+    let vault = TestVault::key_vault(2048).await;
+    let mut config = vault.config();
+    config.self_test_interval = PERIOD;
+    config.retry.deadline = Duration::from_millis(300);
+    let opening = Instant::now();
+    let provider = vault.open(config).await;
+    // The self-test passed between these two instants.
+    let tested = Instant::now();
+    // (key reads, wraps, unwraps) reaching the key since the last call, challenges excluded.
+    let calls = || {
+        let gets = vault.emulator.counts(Operation::GetKey);
+        let (wraps, unwraps) = vault.crypto_operations();
+        let calls = (gets.requests - gets.challenged, wraps, unwraps);
+        vault.emulator.reset_counts();
+        calls
+    };
+    assert_eq!(calls(), (1, 1, 1), "opening reads the key and self-tests");
+
+    // Healthy: one key read per refresh, nothing else, until the period is over.
+    for _ in 0..3 {
+        provider.refresh().await.expect("refresh");
+    }
+    assert!(
+        opening.elapsed() < PERIOD,
+        "the refreshes took the whole period"
+    );
+    assert_eq!(calls(), (3, 0, 0), "a routine refresh is one key read");
+
+    // The period: the next refresh self-tests, the one after does not.
+    tokio::time::sleep_until((tested + PERIOD).into()).await;
+    provider.refresh().await.expect("refresh");
+    provider.refresh().await.expect("refresh");
+    assert_eq!(calls(), (2, 1, 1), "the self-test on its own period, once");
+
+    // At once after a failed refresh.
+    vault.emulator.inject(FaultRule::on(
+        Operation::GetKey,
+        Fault::Status { status: 503 },
+    ));
+    provider.refresh().await.expect_err("the key read fails");
+    vault.emulator.clear_faults();
+    calls();
+    provider.refresh().await.expect("refresh");
+    provider.refresh().await.expect("refresh");
+    assert_eq!(
+        calls(),
+        (2, 1, 1),
+        "the self-test at once after a failed refresh"
+    );
+
+    // At once after a failed unwrap (a transient one here; a refused one too, see
+    // disabled_expired_deleted_or_forbidden_keys_are_revoked_and_recover).
+    let (version, wrapped, _) = wrapped_kek(&provider).await;
+    vault.emulator.inject(FaultRule::on(
+        Operation::UnwrapKey,
+        Fault::Status { status: 503 },
+    ));
+    provider
+        .unwrap(&version, &wrapped)
+        .await
+        .expect_err("the unwrap fails");
+    vault.emulator.clear_faults();
+    calls();
+    provider.refresh().await.expect("refresh");
+    assert_eq!(
+        calls(),
+        (1, 1, 1),
+        "the self-test at once after a failed unwrap"
+    );
+    assert_eq!(provider.health().await, ProviderHealth::Ok);
+
+    // For a new key version.
+    vault
+        .emulator
+        .rotate_key(&vault.key_name)
+        .await
+        .expect("rotate");
+    calls();
+    provider.refresh().await.expect("refresh");
+    provider.refresh().await.expect("refresh");
+    assert_eq!(calls(), (2, 1, 1), "the self-test for a new version, once");
+
+    // Disabled, deleted or expired: the next routine refresh — one key read, no self-test due —
+    // says so.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    type Change<'a> = (&'a str, Box<dyn Fn() + 'a>, Box<dyn Fn() + 'a>);
+    let emulator = &vault.emulator;
+    let name = vault.key_name.as_str();
+    let changes: [Change; 3] = [
+        (
+            "disabled",
+            Box::new(|| {
+                emulator.disable_key(name, None).expect("disable");
+            }),
+            Box::new(|| {
+                emulator.enable_key(name, None).expect("enable");
+            }),
+        ),
+        (
+            "not found",
+            Box::new(|| emulator.delete_key(name).expect("delete")),
+            Box::new(|| {
+                emulator.recover_key(name).expect("recover");
+            }),
+        ),
+        (
+            "expired",
+            Box::new(move || {
+                emulator
+                    .set_key_validity(name, None, None, Some(now - 60))
+                    .expect("expire");
+            }),
+            Box::new(|| {
+                emulator
+                    .set_key_validity(name, None, None, None)
+                    .expect("clear");
+            }),
+        ),
+    ];
+    for (reason, change, undo) in changes {
+        provider.refresh().await.expect("refresh");
+        calls();
+        change();
+        match provider.refresh().await {
+            Err(ProviderError::Revoked { reason: why }) => {
+                assert!(why.contains(reason), "{reason}: {why}");
+            }
+            other => panic!("{reason}: the next refresh says {other:?}"),
+        }
+        assert_eq!(
+            calls(),
+            (1, 0, 0),
+            "{reason}: noticed by the key read alone"
+        );
+        undo();
+        provider.refresh().await.expect("usable again");
+        assert_eq!(
+            calls(),
+            (1, 1, 1),
+            "{reason}: the self-test once usable again"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,8 +68,8 @@ async fn a_thousand_decrypts_over_twenty_keks_cost_at_most_twenty_bounded_unwrap
         let request = DecryptRequest {
             ciphertext: sealed.ciphertext.clone(),
             uid: format!("storm-{call}"),
-            key_id: sealed.key_id.clone(),
-            annotations: sealed.annotations.clone(),
+            key_id: sealed.key_id.to_string(),
+            annotations: (*sealed.annotations).clone(),
         };
         let mut client = channels[call % channels.len()].clone();
         let expected = vec![u8::try_from(call % 20).unwrap(); 32];

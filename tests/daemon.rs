@@ -68,15 +68,15 @@ async fn the_production_stack_round_trips_encrypt_and_decrypt_in_process() {
         .unwrap()
         .into_inner();
     assert_eq!(
-        encrypted.key_id, status.key_id,
+        *encrypted.key_id, *status.key_id,
         "Encrypt's key_id is Status's"
     );
     let decrypted = client
         .decrypt(DecryptRequest {
             ciphertext: encrypted.ciphertext,
             uid: "daemon-2".to_owned(),
-            key_id: encrypted.key_id,
-            annotations: encrypted.annotations,
+            key_id: encrypted.key_id.to_string(),
+            annotations: (*encrypted.annotations).clone(),
         })
         .await
         .unwrap()

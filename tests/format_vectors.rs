@@ -376,9 +376,16 @@ fn every_vector_recomputes_with_independent_aes_gcm_and_sha256() {
         &sha256(&[&version_len, version.as_bytes(), &wrapped]),
     );
 
-    // (a) The v2 ciphertext under that key_id.
+    // (a) The v2 ciphertext under that key_id, with the KEK's first counter nonce.
     assert_eq!(v.text("a.key_id"), key_id);
     let nonce = v.hex("a.nonce");
+    let fixed = v.hex("a.nonce_fixed");
+    assert_eq!(fixed.len(), 4);
+    v.expect_hex(
+        "a.nonce",
+        &[fixed.as_slice(), &v.hex("a.nonce_invocation")].concat(),
+    );
+    assert_eq!(v.hex("a.nonce_invocation"), 0u64.to_be_bytes());
     let plaintext = v.hex("a.plaintext");
     let aad = [&[0x01], key_id.as_bytes()].concat();
     v.expect_hex("a.aad", &aad);
@@ -431,6 +438,11 @@ fn every_vector_recomputes_with_independent_aes_gcm_and_sha256() {
     .concat();
     v.expect_hex("d.header", &header);
     let v1_nonce = v.hex("d.nonce");
+    v.expect_hex(
+        "d.nonce",
+        &[fixed.as_slice(), &v.hex("d.nonce_invocation")].concat(),
+    );
+    assert_eq!(v.hex("d.nonce_invocation"), 1u64.to_be_bytes());
     let v1_plaintext = v.hex("d.plaintext");
     let blob = [
         header.clone(),
@@ -442,6 +454,19 @@ fn every_vector_recomputes_with_independent_aes_gcm_and_sha256() {
     assert_eq!(
         gcm_open(&kek, &header, &blob[header.len()..]).as_deref(),
         Some(v1_plaintext.as_slice())
+    );
+
+    // (e) The same seed under the same KEK and key_id, with a random nonce: the same format.
+    let random_nonce = v.hex("e.nonce");
+    assert_eq!(random_nonce.len(), 12);
+    v.expect_hex(
+        "e.ciphertext",
+        &[
+            vec![0x01],
+            random_nonce.clone(),
+            gcm_seal(&kek, &random_nonce, &aad, &plaintext),
+        ]
+        .concat(),
     );
 
     assert_eq!(
@@ -502,6 +527,12 @@ async fn the_plugin_reads_the_vector_key_ring_and_decrypts_the_vectors() {
     let plaintext = envelope.decrypt(&ciphertext, &key_id, &good).await.unwrap();
     assert_eq!(plaintext.as_slice(), v.hex("a.plaintext"));
     assert_eq!(envelope.cache_stats().unwraps, 1);
+    // What an earlier kube-kms wrote with a random nonce decrypts the same way.
+    let random_nonce = envelope
+        .decrypt(&v.hex("e.ciphertext"), &key_id, &good)
+        .await
+        .unwrap();
+    assert_eq!(random_nonce.as_slice(), v.hex("a.plaintext"));
     let v1_plaintext = envelope.decrypt_v1(&blob).await.unwrap();
     assert_eq!(v1_plaintext.as_slice(), v.hex("d.plaintext"));
     assert_eq!(
@@ -674,7 +705,7 @@ async fn what_the_plugin_writes_opens_with_the_documented_format_alone() {
 
     // v2: unwrap the annotation with the root key, then open the ciphertext, by the document.
     let sealed = envelope.encrypt(plaintext).await.unwrap();
-    assert_eq!(sealed.key_id, v.text("b.key_id"));
+    assert_eq!(*sealed.key_id, v.text("b.key_id"));
     assert_eq!(sealed.ciphertext[0], 0x01);
     assert_eq!(sealed.ciphertext.len(), 1 + 12 + plaintext.len() + 16);
     let keys: BTreeSet<&str> = sealed.annotations.keys().map(String::as_str).collect();
@@ -713,6 +744,26 @@ async fn what_the_plugin_writes_opens_with_the_documented_format_alone() {
     assert_eq!(
         gcm_open(&kek, &blob[..header_len], &blob[header_len..]).as_deref(),
         Some(&plaintext[..])
+    );
+
+    // The nonces are the documented counter: one fixed field per KEK, then the invocation, v1
+    // and v2 from one sequence. The first seal of this KEK was the v2 one above.
+    let v2_nonce = &sealed.ciphertext[1..13];
+    let v1_nonce = &blob[header_len..header_len + 12];
+    let again = envelope.encrypt(plaintext).await.unwrap();
+    let next_nonce = &again.ciphertext[1..13];
+    assert_eq!(again.annotations, sealed.annotations, "the same KEK");
+    for nonce in [v1_nonce, next_nonce] {
+        assert_eq!(nonce[..4], v2_nonce[..4], "one fixed field per KEK");
+    }
+    let invocation = |nonce: &[u8]| u64::from_be_bytes(nonce[4..].try_into().unwrap());
+    assert_eq!(
+        (
+            invocation(v2_nonce),
+            invocation(v1_nonce),
+            invocation(next_nonce)
+        ),
+        (0, 1, 2)
     );
 }
 

@@ -42,6 +42,11 @@ fn decrypt_v1_proto_corpus() {
 }
 
 #[test]
+fn stored_value_corpus() {
+    run_corpus("stored_value", kube_kms::fuzzing::stored_value);
+}
+
+#[test]
 fn h2_authority_corpus() {
     run_corpus("h2_authority", grpc_uds::fuzzing::client_stream);
 }
@@ -57,6 +62,16 @@ fn the_seed_requests_decrypt() {
             kube_kms::fuzzing::opens(&seed, name == "v2"),
             "{target}/{name}"
         );
+    }
+}
+
+#[test]
+#[ignore = "writes the stored-value seeds into fuzz/corpus; run by hand"]
+fn write_stored_value_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/stored_value");
+    std::fs::create_dir_all(&dir).expect("corpus directory");
+    for (name, bytes) in kube_kms::fuzzing::stored_value_seeds() {
+        std::fs::write(dir.join(name), bytes).expect("seed written");
     }
 }
 

@@ -110,8 +110,8 @@ async fn a_tampered_or_foreign_v1_blob_is_invalid_argument() {
         .decrypt(v2::DecryptRequest {
             ciphertext: cipher,
             uid: String::new(),
-            key_id: v2_sealed.key_id,
-            annotations: v2_sealed.annotations,
+            key_id: v2_sealed.key_id.to_string(),
+            annotations: (*v2_sealed.annotations).clone(),
         })
         .await
         .unwrap_err();

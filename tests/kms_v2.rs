@@ -24,8 +24,8 @@ fn decrypt_request(encrypted: &EncryptResponse) -> DecryptRequest {
     DecryptRequest {
         ciphertext: encrypted.ciphertext.clone(),
         uid: "test-uid".into(),
-        key_id: encrypted.key_id.clone(),
-        annotations: encrypted.annotations.clone(),
+        key_id: encrypted.key_id.to_string(),
+        annotations: (*encrypted.annotations).clone(),
     }
 }
 
@@ -77,7 +77,7 @@ async fn encrypt_then_decrypt_returns_the_plaintext_within_the_contract_limits()
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(encrypted.key_id, status.key_id);
+        assert_eq!(*encrypted.key_id, *status.key_id);
         assert!(encrypted.ciphertext.len() <= 1024, "{len}");
         let total: usize = encrypted
             .annotations

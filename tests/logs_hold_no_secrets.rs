@@ -89,8 +89,8 @@ async fn exercise(socket: &Path) -> (Vec<u8>, Vec<u8>) {
     let mut request = DecryptRequest {
         ciphertext: encrypted.ciphertext.clone(),
         uid: "log-test".into(),
-        key_id: encrypted.key_id.clone(),
-        annotations: encrypted.annotations.clone(),
+        key_id: encrypted.key_id.to_string(),
+        annotations: (*encrypted.annotations).clone(),
     };
     v2.decrypt(request.clone()).await.unwrap();
     request.ciphertext[5] ^= 1;

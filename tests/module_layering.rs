@@ -33,6 +33,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     // The health probe client (`kube-kms probe`): speaks gRPC to a running plugin.
     ("probe", &["crypto", "proto"]),
+    // `census` and `migrate`: etcd's stored values classified, key_ids named from the config,
+    // objects rewritten through kube-apiserver. Never serves, never contacts the key service.
+    ("lifecycle", &["proto", "provider", "envelope", "config"]),
     // The wiring of a running plugin, used by main.rs and the tests.
     (
         "daemon",
@@ -44,7 +47,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "fuzzing",
         &[
-            "crypto", "proto", "provider", "envelope", "config", "ops", "server", "probe",
+            "crypto",
+            "proto",
+            "provider",
+            "envelope",
+            "config",
+            "ops",
+            "server",
+            "probe",
+            "lifecycle",
         ],
     ),
 ];

@@ -120,8 +120,8 @@ async fn metrics_count_requests_codes_cache_and_rotations() {
         let request = DecryptRequest {
             ciphertext: encrypted.ciphertext.clone(),
             uid: "m".into(),
-            key_id: encrypted.key_id.clone(),
-            annotations: encrypted.annotations.clone(),
+            key_id: encrypted.key_id.to_string(),
+            annotations: (*encrypted.annotations).clone(),
         };
         client.decrypt(request).await.unwrap();
     }

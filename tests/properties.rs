@@ -210,8 +210,8 @@ proptest! {
         let sealed = fixture.runtime.block_on(fixture.envelope.encrypt(&plaintext)).unwrap();
         let mut request = Request {
             ciphertext: sealed.ciphertext,
-            key_id: sealed.key_id,
-            annotations: sealed.annotations,
+            key_id: sealed.key_id.to_string(),
+            annotations: (*sealed.annotations).clone(),
         };
         let matters = apply(&mutation, &mut request);
         let result = fixture.runtime.block_on(fixture.envelope.decrypt(
@@ -247,7 +247,8 @@ proptest! {
 
 /// Seals `count` plaintexts at once, v2 and v1 Encrypts in turn, on an envelope whose KEKs may
 /// seal `budget` times each, and returns how many ciphertexts each KEK (named by its wrapped
-/// form: a v2 ciphertext's annotation, or the header of a v1 blob) sealed.
+/// form: a v2 ciphertext's annotation, or the header of a v1 blob) sealed. Checks on the way
+/// that each KEK's nonces are one fixed field followed by the invocations 0, 1, … each once.
 fn seals_per_kek(budget: u64, count: usize) -> HashMap<Vec<u8>, u64> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -272,27 +273,45 @@ fn seals_per_kek(budget: u64, count: usize) -> HashMap<Vec<u8>, u64> {
                 tokio::spawn(async move {
                     if i % 2 == 0 {
                         let sealed = envelope.encrypt(&[1; 32]).await.expect("v2 encrypt");
-                        sealed.annotations[WRAPPED_KEK_ANNOTATION].clone()
+                        let nonce: [u8; 12] = sealed.ciphertext[1..13].try_into().expect("12");
+                        (sealed.annotations[WRAPPED_KEK_ANNOTATION].clone(), nonce)
                     } else {
                         let blob = envelope.encrypt_v1(&[1; 32]).await.expect("v1 encrypt");
                         let parsed = format::parse_v1_blob(&blob).expect("a v1 blob");
-                        parsed.kek.wrapped.to_vec()
+                        let nonce: [u8; 12] = parsed.sealed[..12].try_into().expect("12");
+                        (parsed.kek.wrapped.to_vec(), nonce)
                     }
                 })
             })
             .collect();
-        let mut per_kek: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut nonces: HashMap<Vec<u8>, Vec<[u8; 12]>> = HashMap::new();
         for task in tasks {
-            *per_kek.entry(task.await.expect("task")).or_default() += 1;
+            let (kek, nonce) = task.await.expect("task");
+            nonces.entry(kek).or_default().push(nonce);
         }
-        per_kek
+        for sealed in nonces.values_mut() {
+            sealed.sort();
+            let fixed = &sealed[0][..4];
+            for (invocation, nonce) in sealed.iter().enumerate() {
+                assert_eq!(&nonce[..4], fixed, "one fixed field per KEK");
+                assert_eq!(
+                    nonce[4..],
+                    (invocation as u64).to_be_bytes(),
+                    "0, 1, … each once"
+                );
+            }
+        }
+        nonces
+            .into_iter()
+            .map(|(kek, sealed)| (kek, sealed.len() as u64))
+            .collect()
     })
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// The random-nonce bound is enforced, not advisory: however Encrypts interleave on worker
+    /// The encryption budget is enforced, not advisory: however Encrypts interleave on worker
     /// threads, no KEK seals more than its budget (v1 and v2 together).
     #[test]
     fn no_kek_seals_more_than_its_budget(budget in 1u64..8, count in 1usize..64) {
@@ -305,7 +324,7 @@ proptest! {
 }
 
 #[test]
-fn the_budget_holds_across_threads_on_one_kek() {
+fn the_budget_holds_across_threads_on_one_kek_and_no_nonce_repeats() {
     use kube_kms::crypto::SecretKey;
     use kube_kms::envelope::kek::{ActiveKek, Kek};
     use kube_kms::provider::KeyVersion;
@@ -317,20 +336,25 @@ fn the_budget_holds_across_threads_on_one_kek() {
         KeyVersion::new("id", "1").expect("key version"),
         std::sync::Arc::new(Kek::new(SecretKey::generate().expect("key"))),
         &[1],
-    );
-    let granted = std::sync::atomic::AtomicU64::new(0);
+        &policy,
+    )
+    .expect("the OS RNG works");
+    let granted = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..8 {
             scope.spawn(|| {
                 for _ in 0..500 {
-                    if active.try_use(&policy) {
-                        granted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(nonce) = active.next_nonce() {
+                        granted.lock().expect("lock").push(*nonce.bytes());
                     }
                 }
             });
         }
     });
-    assert_eq!(granted.into_inner(), 1000, "exactly the budget, never more");
+    let granted = granted.into_inner().expect("lock");
+    assert_eq!(granted.len(), 1000, "exactly the budget, never more");
+    let distinct: std::collections::HashSet<_> = granted.iter().collect();
+    assert_eq!(distinct.len(), 1000, "a nonce was handed out twice");
 }
 
 /// Regression: with a tiny budget, Encrypts that waited for a rotation found the fresh KEK spent

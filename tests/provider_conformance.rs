@@ -444,7 +444,7 @@ async fn round_trips_through_the_plugin_socket(fixture: Box<dyn Fixture>) {
         .await
         .expect("encrypt")
         .into_inner();
-    assert_eq!(encrypted.key_id, key.key_id());
+    assert_eq!(&*encrypted.key_id, key.key_id());
     assert_eq!(
         encrypted
             .annotations
@@ -455,8 +455,8 @@ async fn round_trips_through_the_plugin_socket(fixture: Box<dyn Fixture>) {
     let request = DecryptRequest {
         ciphertext: encrypted.ciphertext.clone(),
         uid: "conformance".into(),
-        key_id: encrypted.key_id.clone(),
-        annotations: encrypted.annotations.clone(),
+        key_id: encrypted.key_id.to_string(),
+        annotations: (*encrypted.annotations).clone(),
     };
     let decrypted = client.decrypt(request.clone()).await.expect("decrypt");
     assert_eq!(decrypted.into_inner().plaintext, b"a DEK seed");

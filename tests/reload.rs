@@ -48,8 +48,8 @@ async fn decrypts(
     let request = DecryptRequest {
         ciphertext: sealed.ciphertext.clone(),
         uid: "reload".into(),
-        key_id: sealed.key_id.clone(),
-        annotations: sealed.annotations.clone(),
+        key_id: sealed.key_id.to_string(),
+        annotations: (*sealed.annotations).clone(),
     };
     client
         .decrypt(request)
@@ -89,7 +89,7 @@ async fn a_changed_config_file_or_sighup_moves_to_the_new_key_and_old_data_still
     .await;
     let under_b = encrypt(&mut client).await;
     let key_b = key_id(&mut client).await;
-    assert_eq!(under_b.key_id, key_b);
+    assert_eq!(*under_b.key_id, key_b);
     assert!(
         decrypts(&mut client, &under_a).await,
         "data under the previous key still decrypts"
@@ -128,5 +128,5 @@ async fn a_changed_config_file_or_sighup_moves_to_the_new_key_and_old_data_still
     for sealed in [&under_a, &under_b] {
         assert!(decrypts(&mut client, sealed).await);
     }
-    assert_eq!(encrypt(&mut client).await.key_id, key_d);
+    assert_eq!(*encrypt(&mut client).await.key_id, key_d);
 }

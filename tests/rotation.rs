@@ -41,8 +41,8 @@ async fn decrypts(plugin: &TestPlugin, encrypted: &EncryptResponse) -> bool {
     let request = DecryptRequest {
         ciphertext: encrypted.ciphertext.clone(),
         uid: "rotation".into(),
-        key_id: encrypted.key_id.clone(),
-        annotations: encrypted.annotations.clone(),
+        key_id: encrypted.key_id.to_string(),
+        annotations: (*encrypted.annotations).clone(),
     };
     plugin
         .v2()
@@ -58,7 +58,7 @@ async fn a_new_key_version_moves_status_and_encrypt_and_old_data_still_decrypts(
     let plugin = TestPlugin::start().await;
     let mut written = vec![encrypt(&plugin).await];
     let mut key_ids = vec![status_key_id(&plugin).await];
-    assert_eq!(written[0].key_id, key_ids[0]);
+    assert_eq!(*written[0].key_id, key_ids[0]);
 
     for expected_version in 2..=4u32 {
         let entry = LocalKeyRing::rotate(&plugin.key_dir).unwrap();
@@ -69,7 +69,7 @@ async fn a_new_key_version_moves_status_and_encrypt_and_old_data_still_decrypts(
         let key_id = status_key_id(&plugin).await;
         assert_eq!(key_id, entry.key_id);
         let encrypted = encrypt(&plugin).await;
-        assert_eq!(encrypted.key_id, key_id);
+        assert_eq!(*encrypted.key_id, key_id);
         key_ids.push(key_id);
         written.push(encrypted);
     }

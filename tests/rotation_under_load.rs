@@ -40,7 +40,7 @@ impl Log {
     fn under(&self, key_id: &str) -> usize {
         self.written
             .iter()
-            .filter(|(_, _, sealed)| sealed.key_id == key_id)
+            .filter(|(_, _, sealed)| *sealed.key_id == *key_id)
             .count()
     }
 }
@@ -247,8 +247,8 @@ async fn rotation_under_load() {
     for index in 0..CLIENTS {
         let mut seen: Vec<String> = Vec::new();
         for (_, _, sealed) in log.written.iter().filter(|(client, _, _)| *client == index) {
-            if seen.last() != Some(&sealed.key_id) {
-                seen.push(sealed.key_id.clone());
+            if seen.last().map(String::as_str) != Some(&*sealed.key_id) {
+                seen.push(sealed.key_id.to_string());
             }
         }
         strictly_new(&seen, &order, &format!("client {index}"));

@@ -143,8 +143,8 @@ async fn shutdown_drains_in_flight_calls_then_removes_the_socket() {
             .decrypt(DecryptRequest {
                 ciphertext: encrypted.ciphertext,
                 uid: String::new(),
-                key_id: encrypted.key_id,
-                annotations: encrypted.annotations,
+                key_id: encrypted.key_id.to_string(),
+                annotations: (*encrypted.annotations).clone(),
             })
             .await
     });

@@ -84,6 +84,10 @@ pub struct ConfigArgs {
     /// Keys kept to decrypt only, comma-separated: https://{vault}/keys/{name}[/{version}].
     #[arg(long = AZURE_DECRYPT_ONLY_KEYS.flag, env = AZURE_DECRYPT_ONLY_KEYS.env, value_name = "URL,...")]
     pub azure_decrypt_only_keys: Option<String>,
+    /// Versions of the key that Azure's Go KMS plugin encrypted with, comma-separated (32-hex
+    /// each): read its records until they are re-encrypted.
+    #[arg(long = AZURE_LEGACY_KEY_VERSIONS.flag, env = AZURE_LEGACY_KEY_VERSIONS.env, value_name = "VERSION,...")]
+    pub azure_legacy_key_versions: Option<String>,
     /// Wrapping algorithm for Managed HSM oct-HSM keys: A256KW or CKM_AES_KEY_WRAP_PAD (RSA keys
     /// always use RSA-OAEP-256) [default: A256KW].
     #[arg(long = AZURE_OCT_WRAP_ALGORITHM.flag, env = AZURE_OCT_WRAP_ALGORITHM.env, value_name = "ALG")]
@@ -164,6 +168,11 @@ pub struct ConfigArgs {
     /// Time one HTTP attempt may take [default: 2s].
     #[arg(long = AZURE_REQUEST_TIMEOUT.flag, env = AZURE_REQUEST_TIMEOUT.env, value_name = "DURATION")]
     pub azure_request_timeout: Option<String>,
+    /// How often a refresh also wraps and unwraps a test KEK, proving the identity may still
+    /// wrap and unwrap (at once after any failure; other refreshes only read the key)
+    /// [default: 10m].
+    #[arg(long = AZURE_SELF_TEST_INTERVAL.flag, env = AZURE_SELF_TEST_INTERVAL.env, value_name = "DURATION")]
+    pub azure_self_test_interval: Option<String>,
     /// Accept an authentication challenge whose resource is not a parent domain of the vault
     /// (emulators, private DNS names); true or false [default: false].
     #[arg(

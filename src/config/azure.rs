@@ -21,10 +21,10 @@ use super::settings::{
     AZURE_CLIENT_SECRET_ENV, AZURE_CLIENT_SECRET_FILE, AZURE_CLOUD, AZURE_CONNECT_TIMEOUT,
     AZURE_DECRYPT_ONLY_KEYS, AZURE_FEDERATED_TOKEN_FILE,
     AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK, AZURE_JSON, AZURE_KEY_NAME, AZURE_KEY_VERSION,
-    AZURE_MANAGED_HSM_SUFFIX, AZURE_MANAGED_IDENTITY_CLIENT_ID, AZURE_MANAGED_IDENTITY_OBJECT_ID,
-    AZURE_MANAGED_IDENTITY_RESOURCE_ID, AZURE_OCT_WRAP_ALGORITHM, AZURE_REQUEST_TIMEOUT,
-    AZURE_TENANT_ID, AZURE_VAULT_SUFFIX, AZURE_VAULT_URL, Setting, Sources, duration_in,
-    parse_env_name, parse_path,
+    AZURE_LEGACY_KEY_VERSIONS, AZURE_MANAGED_HSM_SUFFIX, AZURE_MANAGED_IDENTITY_CLIENT_ID,
+    AZURE_MANAGED_IDENTITY_OBJECT_ID, AZURE_MANAGED_IDENTITY_RESOURCE_ID, AZURE_OCT_WRAP_ALGORITHM,
+    AZURE_REQUEST_TIMEOUT, AZURE_SELF_TEST_INTERVAL, AZURE_TENANT_ID, AZURE_VAULT_SUFFIX,
+    AZURE_VAULT_URL, Setting, Sources, duration_in, parse_env_name, parse_path,
 };
 use crate::provider::azure::client::WrapAlgorithm;
 use crate::provider::azure::key_id::{KeyRef, is_valid_version, parse_vault_url};
@@ -52,16 +52,24 @@ pub(super) fn resolve(sources: Sources<'_>) -> Result<AzureConfig, ConfigError> 
     let key = key(sources)?;
     let key_version = key_version(sources)?;
     let decrypt_only_keys = decrypt_only_keys(sources, &key)?;
+    let legacy_key_versions = legacy_key_versions(sources)?;
     let oct_wrap_algorithm = oct_wrap_algorithm(sources)?;
     let auth = auth(sources)?;
     let cloud = cloud(sources)?;
     let (retry, transport) = transport(sources)?;
+    let self_test_interval = parse(
+        &AZURE_SELF_TEST_INTERVAL,
+        sources,
+        duration_in(Duration::ZERO, Duration::from_secs(24 * 3600)),
+    )?
+    .unwrap_or(AzureConfig::DEFAULT_SELF_TEST_INTERVAL);
     let insecure_skip_challenge_resource_check = insecure_skip_challenge_resource_check(sources)?;
     Ok(AzureConfig {
         key,
         key_version,
         decrypt_only_keys,
         oct_wrap_algorithm,
+        legacy_key_versions,
         auth,
         cloud: cloud.name,
         authority_host: cloud.authority_host,
@@ -69,6 +77,7 @@ pub(super) fn resolve(sources: Sources<'_>) -> Result<AzureConfig, ConfigError> 
         managed_hsm_suffix: cloud.managed_hsm_suffix,
         transport,
         retry,
+        self_test_interval,
         insecure_skip_challenge_resource_check,
     })
 }
@@ -125,6 +134,23 @@ fn decrypt_only_keys(
         keys.push(entry_key);
     }
     Ok(keys)
+}
+
+/// `azure.legacy_key_versions`: versions of `azure.key_name` (32 lowercase hex each, each once)
+/// that Azure's Go KMS plugin encrypted with.
+fn legacy_key_versions(sources: Sources<'_>) -> Result<Vec<String>, ConfigError> {
+    let listed = AZURE_LEGACY_KEY_VERSIONS.raw(sources).unwrap_or_default();
+    let mut versions: Vec<String> = Vec::new();
+    for entry in listed.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if !is_valid_version(entry) || versions.iter().any(|v| v == entry) {
+            return Err(AZURE_LEGACY_KEY_VERSIONS.invalid(
+                entry,
+                "versions of azure.key_name, 32 lowercase hex digits each, each listed once",
+            ));
+        }
+        versions.push(entry.to_owned());
+    }
+    Ok(versions)
 }
 
 /// `azure.oct_wrap_algorithm`, A256KW by default.
@@ -401,13 +427,15 @@ mod tests {
         assert_eq!(azure.retry.deadline, Duration::from_secs(2));
         assert_eq!(azure.transport.connect_timeout, Duration::from_secs(1));
         assert_eq!(azure.oct_wrap_algorithm, WrapAlgorithm::A256Kw);
+        assert_eq!(azure.self_test_interval, Duration::from_secs(600));
         assert!(!azure.insecure_skip_challenge_resource_check);
 
         let version = "0123456789abcdef0123456789abcdef";
         let yaml = format!(
             "{AZURE_YAML}  decrypt_only_keys:\n    - https://old.vault.azure.net/keys/kek\n    \
              - https://kv.vault.azure.net/keys/older/{version}\n  cloud: china\n  \
-             ca_file: /etc/kube-kms/ca.pem\n  call_deadline: 1500ms\n"
+             ca_file: /etc/kube-kms/ca.pem\n  call_deadline: 1500ms\n  \
+             self_test_interval: 1h\n"
         )
         .replace("kv.vault.azure.net/\n", "kv.vault.azure.cn/\n");
         let args = ConfigArgs {
@@ -432,6 +460,7 @@ mod tests {
         assert_eq!(azure.decrypt_only_keys[0].version, None);
         assert_eq!(azure.decrypt_only_keys[1].version.as_deref(), Some(version));
         assert_eq!(azure.retry.deadline, Duration::from_millis(1500));
+        assert_eq!(azure.self_test_interval, Duration::from_secs(3600));
         assert_eq!(
             azure.transport.ca_file,
             Some(PathBuf::from("/etc/kube-kms/ca.pem"))
@@ -517,6 +546,14 @@ mod tests {
                 "azure.connect_timeout",
             ),
             (
+                format!("{AZURE_YAML}  self_test_interval: 2d\n"),
+                "azure.self_test_interval",
+            ),
+            (
+                format!("{AZURE_YAML}  self_test_interval: 10\n"),
+                "azure.self_test_interval",
+            ),
+            (
                 format!("{AZURE_YAML}  oct_wrap_algorithm: RSA1_5\n"),
                 "A256KW or CKM_AES_KEY_WRAP_PAD",
             ),
@@ -551,5 +588,32 @@ mod tests {
         let error = error_of(&yaml, &ConfigArgs::default());
         assert!(error.contains("azure.client_secret_env"), "{error}");
         assert!(!error.contains("secret-value"), "{error}");
+    }
+
+    #[test]
+    fn legacy_key_versions_are_32_hex_each_listed_once() {
+        let version = "0123456789abcdef0123456789abcdef";
+        let other = "fedcba9876543210fedcba9876543210";
+        let yaml = format!("{AZURE_YAML}  legacy_key_versions: [{version}, {other}]\n");
+        let azure = azure_of(Config::from_yaml(&yaml, &ConfigArgs::default(), &env()).unwrap());
+        assert_eq!(azure.legacy_key_versions, [version, other]);
+        let args = ConfigArgs {
+            azure_legacy_key_versions: Some(format!("{other}, {version}")),
+            ..Default::default()
+        };
+        let azure = azure_of(Config::from_yaml(AZURE_YAML, &args, &env()).unwrap());
+        assert_eq!(azure.legacy_key_versions, [other, version]);
+        let default =
+            azure_of(Config::from_yaml(AZURE_YAML, &ConfigArgs::default(), &env()).unwrap());
+        assert!(default.legacy_key_versions.is_empty());
+        for bad in [
+            format!("[{version}, {version}]"),
+            "[latest]".to_owned(),
+            "[ABC]".to_owned(),
+        ] {
+            let yaml = format!("{AZURE_YAML}  legacy_key_versions: {bad}\n");
+            let error = error_of(&yaml, &ConfigArgs::default());
+            assert!(error.contains("azure.legacy_key_versions"), "{error}");
+        }
     }
 }

@@ -58,6 +58,7 @@ pub(super) struct AzureFileConfig {
     pub(super) vault_url: Option<Scalar>,
     pub(super) key_name: Option<Scalar>,
     pub(super) key_version: Option<Scalar>,
+    pub(super) legacy_key_versions: Option<ScalarList>,
     pub(super) decrypt_only_keys: Option<ScalarList>,
     pub(super) oct_wrap_algorithm: Option<Scalar>,
     pub(super) auth: Option<Scalar>,
@@ -80,6 +81,7 @@ pub(super) struct AzureFileConfig {
     pub(super) call_deadline: Option<Scalar>,
     pub(super) connect_timeout: Option<Scalar>,
     pub(super) request_timeout: Option<Scalar>,
+    pub(super) self_test_interval: Option<Scalar>,
     pub(super) insecure_skip_challenge_resource_check: Option<Scalar>,
 }
 

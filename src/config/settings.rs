@@ -202,6 +202,12 @@ pub(crate) const AZURE_DECRYPT_ONLY_KEYS: Setting = setting!(
     "azure-decrypt-only-keys",
     "KUBE_KMS_AZURE_DECRYPT_ONLY_KEYS"
 );
+pub(crate) const AZURE_LEGACY_KEY_VERSIONS: Setting = setting!(
+    azure.legacy_key_versions,
+    azure_legacy_key_versions,
+    "azure-legacy-key-versions",
+    "KUBE_KMS_AZURE_LEGACY_KEY_VERSIONS"
+);
 pub(crate) const AZURE_OCT_WRAP_ALGORITHM: Setting = setting!(
     azure.oct_wrap_algorithm,
     azure_oct_wrap_algorithm,
@@ -324,6 +330,12 @@ pub(crate) const AZURE_REQUEST_TIMEOUT: Setting = setting!(
     "azure-request-timeout",
     "KUBE_KMS_AZURE_REQUEST_TIMEOUT"
 );
+pub(crate) const AZURE_SELF_TEST_INTERVAL: Setting = setting!(
+    azure.self_test_interval,
+    azure_self_test_interval,
+    "azure-self-test-interval",
+    "KUBE_KMS_AZURE_SELF_TEST_INTERVAL"
+);
 pub(crate) const AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK: Setting = setting!(
     azure.insecure_skip_challenge_resource_check,
     azure_insecure_skip_challenge_resource_check,
@@ -403,6 +415,7 @@ pub(super) const ALL: &[&Setting] = &[
     &AZURE_KEY_NAME,
     &AZURE_KEY_VERSION,
     &AZURE_DECRYPT_ONLY_KEYS,
+    &AZURE_LEGACY_KEY_VERSIONS,
     &AZURE_OCT_WRAP_ALGORITHM,
     &AZURE_AUTH,
     &AZURE_TENANT_ID,
@@ -424,6 +437,7 @@ pub(super) const ALL: &[&Setting] = &[
     &AZURE_CALL_DEADLINE,
     &AZURE_CONNECT_TIMEOUT,
     &AZURE_REQUEST_TIMEOUT,
+    &AZURE_SELF_TEST_INTERVAL,
     &AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK,
     &REFRESH_INTERVAL,
     &KEK_MAX_ENCRYPTIONS,

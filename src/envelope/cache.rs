@@ -42,17 +42,17 @@ impl std::fmt::Debug for CacheKey {
     }
 }
 
-type UnwrapResult = Result<Arc<Kek>, ProviderError>;
+type UnwrapResult<V> = Result<V, ProviderError>;
 
-struct Entry {
+struct Entry<V> {
     version: Box<str>,
-    kek: Arc<Kek>,
+    kek: V,
 }
 
-struct State {
+struct State<V> {
     /// Keyed by the wrapped KEK; an entry serves only requests naming the same version.
-    entries: LruCache<Box<[u8]>, Entry>,
-    in_flight: HashMap<CacheKey, watch::Receiver<Option<UnwrapResult>>>,
+    entries: LruCache<Box<[u8]>, Entry<V>>,
+    in_flight: HashMap<CacheKey, watch::Receiver<Option<UnwrapResult<V>>>>,
 }
 
 /// Counters since start; read by tests, /metrics and benchmarks.
@@ -68,16 +68,17 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
-/// A bounded LRU of unwrapped KEKs with single-flight unwrap.
-pub struct KekCache {
-    state: Arc<Mutex<State>>,
+/// A bounded LRU of unwrapped KEKs with single-flight unwrap. The same cache holds what the
+/// key service decrypted for Azure's Go plugin records (see `legacy`): any cheaply cloned value.
+pub struct KekCache<V = Arc<Kek>> {
+    state: Arc<Mutex<State<V>>>,
     hits: AtomicU64,
     misses: AtomicU64,
     unwraps: Arc<AtomicU64>,
     evictions: Arc<AtomicU64>,
 }
 
-impl KekCache {
+impl<V: Clone + Send + Sync + 'static> KekCache<V> {
     /// A cache holding at most `capacity` KEKs.
     pub fn new(capacity: NonZeroUsize) -> Self {
         Self {
@@ -93,7 +94,7 @@ impl KekCache {
     }
 
     /// Adds a KEK this process made itself, so Decrypt of fresh ciphertext never unwraps.
-    pub fn insert(&self, version: &str, wrapped: &[u8], kek: Arc<Kek>) {
+    pub fn insert(&self, version: &str, wrapped: &[u8], kek: V) {
         push(
             &mut lock(&self.state),
             version,
@@ -117,10 +118,10 @@ impl KekCache {
         version: &str,
         wrapped: &[u8],
         unwrap: F,
-    ) -> UnwrapResult
+    ) -> UnwrapResult<V>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = UnwrapResult> + Send + 'static,
+        Fut: Future<Output = UnwrapResult<V>> + Send + 'static,
     {
         let mut receiver = {
             let mut state = lock(&self.state);
@@ -128,7 +129,7 @@ impl KekCache {
                 && *entry.version == *version
             {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Arc::clone(&entry.kek));
+                return Ok(entry.kek.clone());
             }
             self.misses.fetch_add(1, Ordering::Relaxed);
             let key = CacheKey::new(version, wrapped);
@@ -158,9 +159,9 @@ impl KekCache {
         &self,
         (key, version, wrapped): (CacheKey, Box<str>, Box<[u8]>),
         unwrap: Fut,
-        sender: watch::Sender<Option<UnwrapResult>>,
+        sender: watch::Sender<Option<UnwrapResult<V>>>,
     ) where
-        Fut: Future<Output = UnwrapResult> + Send + 'static,
+        Fut: Future<Output = UnwrapResult<V>> + Send + 'static,
     {
         let flight = Flight {
             state: Arc::clone(&self.state),
@@ -206,18 +207,18 @@ impl KekCache {
 /// waiters. It ends however the unwrap task ends — with a result, or when the task panics or is
 /// dropped — so no waiter is left without an answer and the next miss on the same KEK starts a
 /// new unwrap instead of finding a flight that never lands.
-struct Flight {
-    state: Arc<Mutex<State>>,
+struct Flight<V: Clone> {
+    state: Arc<Mutex<State<V>>>,
     evictions: Arc<AtomicU64>,
     key: CacheKey,
     version: Box<str>,
     wrapped: Box<[u8]>,
-    sender: watch::Sender<Option<UnwrapResult>>,
+    sender: watch::Sender<Option<UnwrapResult<V>>>,
     landed: bool,
 }
 
-impl Flight {
-    fn land(&mut self, result: UnwrapResult) {
+impl<V: Clone> Flight<V> {
+    fn land(&mut self, result: UnwrapResult<V>) {
         self.landed = true;
         {
             let mut state = lock(&self.state);
@@ -234,7 +235,7 @@ impl Flight {
                         &mut state,
                         &self.version,
                         &self.wrapped,
-                        Arc::clone(kek),
+                        kek.clone(),
                         &self.evictions,
                     );
                 }
@@ -244,7 +245,7 @@ impl Flight {
     }
 }
 
-impl Drop for Flight {
+impl<V: Clone> Drop for Flight<V> {
     fn drop(&mut self) {
         if !self.landed {
             tracing::error!(
@@ -262,7 +263,7 @@ impl Drop for Flight {
 
 /// Caches `kek` as the KEK of `wrapped` under `version`, counting an eviction when the LRU bound
 /// pushes another KEK out (replacing the entry for the same wrapped KEK is not one).
-fn push(state: &mut State, version: &str, wrapped: &[u8], kek: Arc<Kek>, evictions: &AtomicU64) {
+fn push<V>(state: &mut State<V>, version: &str, wrapped: &[u8], kek: V, evictions: &AtomicU64) {
     let entry = Entry {
         version: version.into(),
         kek,
@@ -273,14 +274,14 @@ fn push(state: &mut State, version: &str, wrapped: &[u8], kek: Arc<Kek>, evictio
     }
 }
 
-fn unreachable_empty() -> UnwrapResult {
+fn unreachable_empty<V>() -> UnwrapResult<V> {
     // wait_for(Option::is_some) only returns a Some value.
     Err(ProviderError::Misconfigured {
         reason: "single-flight result missing".into(),
     })
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+fn lock<V>(state: &Mutex<State<V>>) -> MutexGuard<'_, State<V>> {
     // The state is consistent after any panic (every mutation is a single call), so a poisoned
     // lock is safe to keep using.
     state

@@ -13,6 +13,7 @@
 pub mod cache;
 pub mod format;
 pub mod kek;
+pub mod legacy;
 
 #[cfg(test)]
 mod tests;
@@ -26,12 +27,17 @@ use std::time::SystemTime;
 use tokio::sync::Mutex as AsyncMutex;
 use zeroize::Zeroizing;
 
-use crate::crypto::SecretKey;
+use crate::crypto::{Nonce, SecretKey};
 use crate::provider::guard::REQUEST_DEADLINE;
-use crate::provider::{KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use crate::provider::{KeyProvider, KeyVersion, LegacyCiphertext, ProviderError, ProviderHealth};
 use cache::{CacheStats, KekCache};
 use format::{FormatError, WrappedKekRef};
-use kek::{ActiveKek, ActiveSlot, Kek, RotationPolicy};
+use kek::{ActiveKek, ActiveSlot, Annotations, Kek, RotationPolicy};
+use legacy::V1Kind;
+
+/// A DEK read from a Go plugin record, shared by every Decrypt of it; wiped when the last
+/// holder drops it.
+type LegacyPlaintext = Arc<Zeroizing<Vec<u8>>>;
 
 /// Why an envelope operation failed.
 #[derive(Debug, Clone)]
@@ -85,19 +91,25 @@ impl From<crate::crypto::RandomUnavailable> for EnvelopeError {
     }
 }
 
+/// AES-GCM refused to seal: only for a plaintext far over every limit the envelope checks first.
+fn seal_failed(len: usize, max: usize) -> impl FnOnce(crate::crypto::SealFailed) -> EnvelopeError {
+    move |_| FormatError::PlaintextTooLarge { len, max }.into()
+}
+
 /// How many times one Encrypt may replace a spent KEK before it gives up: only reachable with a
 /// tiny `kek_max_encryptions` and many concurrent Encrypts.
 const MAX_ROTATIONS_PER_ENCRYPT: usize = 1000;
 
-/// What a v2 Encrypt returns.
-#[derive(Debug)]
+/// What a v2 Encrypt returns. The key_id and annotations are shared with every other response
+/// under the same KEK (reference-counted, never copied per Encrypt).
+#[derive(Debug, Clone)]
 pub struct Sealed {
     /// Format byte ‖ nonce ‖ AES-GCM output.
     pub ciphertext: Vec<u8>,
     /// The remote key version's id, from the same snapshot as the KEK that sealed.
-    pub key_id: String,
+    pub key_id: Arc<str>,
     /// The wrapped KEK and its version.
-    pub annotations: HashMap<String, Vec<u8>>,
+    pub annotations: Arc<Annotations>,
 }
 
 /// What Status reports.
@@ -170,6 +182,9 @@ pub struct Envelope {
     active: RwLock<Active>,
     rotation: AsyncMutex<()>,
     cache: KekCache,
+    /// What the key service decrypted for Azure's Go plugin records, by (the key_id or "v1",
+    /// the RSA ciphertext): kube-apiserver reuses one DEK for many objects.
+    legacy: KekCache<LegacyPlaintext>,
     refresh_state: Mutex<RefreshState>,
     rotations_key_changed: AtomicU64,
     rotations_spent: AtomicU64,
@@ -188,7 +203,7 @@ impl Envelope {
     ) -> Result<Self, EnvelopeError> {
         let key = provider.refresh().await?;
         let cache = KekCache::new(cache_capacity);
-        let (active, wrapped) = new_active_kek(provider.as_ref(), key).await?;
+        let (active, wrapped) = new_active_kek(provider.as_ref(), key, &policy).await?;
         cache.insert(active.key.version(), &wrapped, Arc::clone(&active.kek));
         let now = SystemTime::now();
         Ok(Self {
@@ -200,6 +215,7 @@ impl Envelope {
             }),
             rotation: AsyncMutex::new(()),
             cache,
+            legacy: KekCache::new(cache_capacity),
             refresh_state: Mutex::new(RefreshState {
                 last_success: Some(now),
                 last_attempt: Some(now),
@@ -214,17 +230,18 @@ impl Envelope {
     /// v2 Encrypt: seals `plaintext` with the active KEK.
     pub async fn encrypt(&self, plaintext: &[u8]) -> Result<Sealed, EnvelopeError> {
         format::check_plaintext(plaintext, format::MAX_V2_PLAINTEXT_LEN)?;
-        let active = self.active_for_encrypt().await?;
+        let (active, nonce) = self.active_for_encrypt().await?;
         let mut ciphertext = Vec::with_capacity(1 + crate::crypto::SEAL_OVERHEAD + plaintext.len());
         ciphertext.push(format::V2_CIPHERTEXT_FORMAT);
         active
             .kek
             .gcm()
-            .seal_into(&active.v2_aad, plaintext, &mut ciphertext)?;
+            .seal_into(nonce, &active.v2_aad, plaintext, &mut ciphertext)
+            .map_err(seal_failed(plaintext.len(), format::MAX_V2_PLAINTEXT_LEN))?;
         Ok(Sealed {
             ciphertext,
-            key_id: active.key.key_id().to_owned(),
-            annotations: active.annotations.clone(),
+            key_id: Arc::clone(&active.key_id),
+            annotations: Arc::clone(&active.annotations),
         })
     }
 
@@ -235,6 +252,10 @@ impl Envelope {
         key_id: &str,
         annotations: &HashMap<String, Vec<u8>>,
     ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        if legacy::is_v2_record(annotations) {
+            let record = legacy::parse_v2(ciphertext, key_id, annotations)?;
+            return self.decrypt_legacy(record).await;
+        }
         format::check_key_id(key_id)?;
         let parsed = format::parse_v2_ciphertext(ciphertext)?;
         let wrapped = format::parse_annotations(annotations)?;
@@ -246,22 +267,75 @@ impl Envelope {
     /// v1 Encrypt: seals `plaintext` into a self-contained blob (v1 has no annotations).
     pub async fn encrypt_v1(&self, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
         format::check_plaintext(plaintext, format::MAX_V1_PLAINTEXT_LEN)?;
-        let active = self.active_for_encrypt().await?;
+        let (active, nonce) = self.active_for_encrypt().await?;
         let header = &active.v1_header;
         let mut blob =
             Vec::with_capacity(header.len() + crate::crypto::SEAL_OVERHEAD + plaintext.len());
         blob.extend_from_slice(header);
-        active.kek.gcm().seal_into(header, plaintext, &mut blob)?;
+        active
+            .kek
+            .gcm()
+            .seal_into(nonce, header, plaintext, &mut blob)
+            .map_err(seal_failed(plaintext.len(), format::MAX_V1_PLAINTEXT_LEN))?;
         Ok(blob)
     }
 
     /// v1 Decrypt: opens a blob written by [`Envelope::encrypt_v1`].
+    /// Also reads a blob of Azure's Go KMS plugin (see [`legacy`]).
     pub async fn decrypt_v1(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        match legacy::classify_v1(blob)? {
+            V1Kind::Own => self.decrypt_own_v1(blob).await,
+            V1Kind::Legacy(record) => self.decrypt_legacy(record).await,
+            V1Kind::Ambiguous(record) => match self.decrypt_own_v1(blob).await {
+                Ok(plaintext) => Ok(plaintext),
+                Err(own) => self.decrypt_legacy(record).await.map_err(|_| own),
+            },
+        }
+    }
+
+    async fn decrypt_own_v1(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let parsed = format::parse_v1_blob(blob)?;
         let kek = self.kek_for(parsed.kek).await?;
         kek.gcm()
             .open(parsed.header, parsed.sealed)
             .map_err(|_| EnvelopeError::Authentication)
+    }
+
+    /// A Go plugin record's plaintext: from the cache, or decrypted once by the provider (with a
+    /// key version its configuration names; refused without a remote call otherwise).
+    async fn decrypt_legacy(
+        &self,
+        record: LegacyCiphertext,
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        self.check_not_revoked()?;
+        self.provider.check_legacy(&record)?;
+        let name = match &record.key_id {
+            Some(key_id) => format!("v2 {key_id}"),
+            None => "v1".to_owned(),
+        };
+        let rsa = record.rsa.clone();
+        let plaintext = self
+            .legacy
+            .get_or_unwrap(&name, &rsa, || {
+                let provider = Arc::clone(&self.provider);
+                let deadline = REQUEST_DEADLINE.try_with(|deadline| *deadline).ok();
+                async move {
+                    let decrypt = provider.decrypt_legacy(&record);
+                    let plaintext = match deadline {
+                        Some(deadline) => REQUEST_DEADLINE.scope(deadline, decrypt).await?,
+                        None => decrypt.await?,
+                    };
+                    Ok(Arc::new(plaintext))
+                }
+            })
+            .await?;
+        self.check_not_revoked()?;
+        Ok(Zeroizing::new(plaintext.as_slice().to_vec()))
+    }
+
+    /// Counters of the cache of Go plugin records' plaintexts.
+    pub fn legacy_cache_stats(&self) -> CacheStats {
+        self.legacy.stats()
     }
 
     /// What Status reports: the active key_id, and "ok" unless the provider says the key is
@@ -314,6 +388,7 @@ impl Envelope {
             active.generation += 1;
             self.revoked.store(true, Ordering::Release);
             self.cache.clear();
+            self.legacy.clear();
             newly
         };
         if newly {
@@ -437,9 +512,10 @@ impl Envelope {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A use of the active KEK for one Encrypt, replacing the KEK when it is spent. Refused
-    /// while the slot is revoked: there is no KEK to seal with then, by construction.
-    async fn active_for_encrypt(&self) -> Result<Arc<ActiveKek>, EnvelopeError> {
+    /// A use of the active KEK for one Encrypt — the KEK and the next nonce of its own sequence,
+    /// to seal with at once — replacing the KEK when it is spent. Refused while the slot is
+    /// revoked: there is no KEK to seal with then, by construction.
+    async fn active_for_encrypt(&self) -> Result<(Arc<ActiveKek>, Nonce), EnvelopeError> {
         // Each round either takes a use of the active KEK or replaces it once it is spent.
         // Callers that waited for a rotation may find the fresh KEK spent by the others already
         // (a small budget under concurrent Encrypts): they rotate again rather than fail. Every
@@ -457,8 +533,8 @@ impl Envelope {
                     }
                 }
             };
-            if active.try_use(&self.policy) {
-                return Ok(active);
+            if let Some(nonce) = active.next_nonce() {
+                return Ok((active, nonce));
             }
             let key = active.key.clone();
             if let Err(error) = self.rotate(generation, key, RotationReason::Spent).await {
@@ -492,7 +568,7 @@ impl Envelope {
         if self.read_active().generation != generation {
             return Ok(false);
         }
-        let (fresh, wrapped) = new_active_kek(self.provider.as_ref(), key).await?;
+        let (fresh, wrapped) = new_active_kek(self.provider.as_ref(), key, &self.policy).await?;
         let replaced = {
             let mut active = self.write_active();
             if active.generation != generation {
@@ -552,11 +628,12 @@ impl Envelope {
     }
 }
 
-/// A fresh KEK from the OS CSPRNG wrapped under `key`, with its wrapped form for the cache.
-/// Not yet active nor cached: the caller installs both at once.
+/// A fresh KEK from the OS CSPRNG wrapped under `key`, with its wrapped form for the cache and
+/// its own nonce sequence. Not yet active nor cached: the caller installs both at once.
 async fn new_active_kek(
     provider: &dyn KeyProvider,
     key: KeyVersion,
+    policy: &RotationPolicy,
 ) -> Result<(Arc<ActiveKek>, Vec<u8>), EnvelopeError> {
     let secret = SecretKey::generate()?;
     let wrapped = provider.wrap(&key, &secret).await?;
@@ -572,6 +649,6 @@ async fn new_active_kek(
         }
         .into());
     }
-    let active = ActiveKek::new(key, Arc::new(Kek::new(secret)), &wrapped);
+    let active = ActiveKek::new(key, Arc::new(Kek::new(secret)), &wrapped, policy)?;
     Ok((Arc::new(active), wrapped))
 }

@@ -72,7 +72,7 @@ async fn revocation_refuses_everything_drops_the_cache_and_recovery_serves_again
     assert!(envelope.refresh().await.is_err());
     let health = envelope.health().await;
     assert_eq!(health.healthz, "key revoked: key kms/3 is disabled");
-    assert_eq!(health.key_id, sealed.key_id, "Status still names the key");
+    assert_eq!(*health.key_id, *sealed.key_id, "Status still names the key");
     assert_eq!(
         envelope.snapshot().await.cached_keks,
         0,
@@ -310,4 +310,206 @@ async fn every_encrypt_that_succeeds_across_revocations_decrypts() {
             assert_eq!(opened.as_slice(), plaintext.as_slice());
         }
     }
+}
+
+/// The age limit holds without the refresher and without a clock read per Encrypt: the KEK's
+/// timer marks it expired, and the next Encrypt wraps a fresh KEK.
+#[tokio::test(start_paused = true)]
+async fn a_kek_past_its_age_is_replaced_by_the_next_encrypt() {
+    let temp = tempfile::tempdir().unwrap();
+    let envelope = Envelope::start(
+        Arc::new(LocalKeyRing::open_or_create(&temp.path().join("keys")).unwrap()),
+        RotationPolicy {
+            max_encryptions: 1000,
+            max_age: std::time::Duration::from_secs(60),
+        },
+        NonZeroUsize::new(8).unwrap(),
+    )
+    .await
+    .unwrap();
+    let first = envelope.encrypt(b"seed").await.unwrap();
+    tokio::time::advance(std::time::Duration::from_secs(59)).await;
+    let same = envelope.encrypt(b"seed").await.unwrap();
+    assert_eq!(same.annotations, first.annotations, "not yet");
+    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    tokio::task::yield_now().await;
+    let fresh = envelope.encrypt(b"seed").await.unwrap();
+    assert_ne!(
+        fresh.annotations, first.annotations,
+        "a fresh KEK after the age"
+    );
+    assert_eq!(envelope.snapshot().await.rotations_spent, 1);
+    for sealed in [&first, &same, &fresh] {
+        let opened = envelope
+            .decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations)
+            .await
+            .unwrap();
+        assert_eq!(opened.as_slice(), b"seed");
+    }
+}
+
+/// The local key ring, plus a stand-in for Key Vault `decrypt` of Go plugin records: it
+/// "decrypts" an RSA ciphertext of 256 bytes to the bytes its first byte names, knows one
+/// key_id, and counts its calls.
+struct LegacyReader {
+    ring: LocalKeyRing,
+    decrypts: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl KeyProvider for LegacyReader {
+    fn kind(&self) -> &'static str {
+        "legacy-reader"
+    }
+    async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
+        self.ring.refresh().await
+    }
+    async fn current_key(&self) -> Option<KeyVersion> {
+        self.ring.current_key().await
+    }
+    async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
+        self.ring.wrap(key, kek).await
+    }
+    async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
+        self.ring.unwrap(version, wrapped).await
+    }
+    async fn decrypt_legacy(
+        &self,
+        record: &LegacyCiphertext,
+    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        self.check_legacy(record)?;
+        self.decrypts.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let dek = vec![record.rsa[0]; 32];
+        let remote = match record.layout {
+            crate::provider::LegacyLayout::Base64Url => Zeroizing::new(dek),
+            crate::provider::LegacyLayout::Raw => {
+                Zeroizing::new(legacy::encode_base64url(&dek).as_bytes().to_vec())
+            }
+        };
+        record
+            .plaintext_from(&remote)
+            .ok_or(ProviderError::UnwrapFailed {
+                version: "1".into(),
+            })
+    }
+    fn check_legacy(&self, record: &LegacyCiphertext) -> Result<(), ProviderError> {
+        match record.key_id.as_deref() {
+            None | Some("go-key-id") => Ok(()),
+            Some(other) => Err(ProviderError::UnknownKeyVersion {
+                version: other.into(),
+            }),
+        }
+    }
+    async fn health(&self) -> ProviderHealth {
+        ProviderHealth::Ok
+    }
+}
+
+fn go_annotations() -> HashMap<String, Vec<u8>> {
+    HashMap::from([
+        (legacy::VERSION_ANNOTATION.to_owned(), b"1".to_vec()),
+        (
+            legacy::ALGORITHM_ANNOTATION.to_owned(),
+            b"RSA-OAEP-256".to_vec(),
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn go_plugin_records_are_read_once_and_then_from_the_cache() {
+    let temp = tempfile::tempdir().unwrap();
+    let provider = Arc::new(LegacyReader {
+        ring: LocalKeyRing::open_or_create(&temp.path().join("keys")).unwrap(),
+        decrypts: std::sync::atomic::AtomicU32::new(0),
+    });
+    let envelope = Arc::new(
+        Envelope::start(
+            provider.clone(),
+            RotationPolicy::DEFAULT,
+            NonZeroUsize::new(8).unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
+    let raw = vec![0xc1; 256];
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let envelope = Arc::clone(&envelope);
+        let raw = raw.clone();
+        tasks.push(tokio::spawn(async move {
+            envelope
+                .decrypt(&raw, "go-key-id", &go_annotations())
+                .await
+                .map(|p| p.to_vec())
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), vec![0xc1; 32]);
+    }
+    assert_eq!(provider.decrypts.load(Ordering::SeqCst), 1, "single flight");
+    let again = envelope
+        .decrypt(&raw, "go-key-id", &go_annotations())
+        .await
+        .unwrap();
+    assert_eq!(*again, vec![0xc1; 32]);
+    assert_eq!(provider.decrypts.load(Ordering::SeqCst), 1, "cached");
+
+    // v1, both layouts.
+    let older = legacy::encode_base64url(&[0xc2; 256]);
+    assert_eq!(
+        *envelope.decrypt_v1(older.as_bytes()).await.unwrap(),
+        vec![0xc2; 32]
+    );
+    assert_eq!(
+        *envelope.decrypt_v1(&[0xc3; 256]).await.unwrap(),
+        vec![0xc3; 32]
+    );
+    assert_eq!(provider.decrypts.load(Ordering::SeqCst), 3);
+
+    // An unknown key_id: refused before any call.
+    let refused = envelope
+        .decrypt(&raw, "someone-else", &go_annotations())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            EnvelopeError::Provider(ProviderError::UnknownKeyVersion { .. })
+        ),
+        "{refused}"
+    );
+    assert_eq!(provider.decrypts.load(Ordering::SeqCst), 3);
+
+    // kube-kms's own records still read, v2 and v1.
+    let sealed = envelope.encrypt(b"seed").await.unwrap();
+    let opened = envelope
+        .decrypt(&sealed.ciphertext, &sealed.key_id, &sealed.annotations)
+        .await
+        .unwrap();
+    assert_eq!(*opened, b"seed");
+    let blob = envelope.encrypt_v1(b"dek").await.unwrap();
+    assert_eq!(*envelope.decrypt_v1(&blob).await.unwrap(), b"dek");
+    assert_eq!(envelope.legacy_cache_stats().unwraps, 3);
+}
+
+#[tokio::test]
+async fn providers_other_than_azure_refuse_go_plugin_records_without_a_call() {
+    let temp = tempfile::tempdir().unwrap();
+    let ring = Arc::new(LocalKeyRing::open_or_create(&temp.path().join("keys")).unwrap());
+    let envelope = Envelope::start(ring, RotationPolicy::DEFAULT, NonZeroUsize::new(8).unwrap())
+        .await
+        .unwrap();
+    let refused = envelope
+        .decrypt(&[0xc1; 256], "go-key-id", &go_annotations())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            EnvelopeError::Provider(ProviderError::Misconfigured { .. })
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("Go KMS plugin"), "{refused}");
 }

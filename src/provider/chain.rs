@@ -24,8 +24,11 @@ use lru::LruCache;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use super::{
+    KeyIdentity, KeyProvider, KeyVersion, LegacyCiphertext, ProviderError, ProviderHealth,
+};
 use crate::crypto::SecretKey;
+use zeroize::Zeroizing;
 
 /// The most earlier keys kept to decrypt after reloads; the oldest is dropped beyond this.
 pub const MAX_DECRYPT_ONLY_PROVIDERS: usize = 8;
@@ -216,6 +219,52 @@ impl KeyProvider for Chain {
             );
         }
         Err(error)
+    }
+
+    async fn decrypt_legacy(
+        &self,
+        record: &LegacyCiphertext,
+    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        self.check_legacy(record)?;
+        let mut first_error = None;
+        for provider in self.list().iter() {
+            if let Err(error) = provider.check_legacy(record) {
+                first_error.get_or_insert(error);
+                continue;
+            }
+            match provider.decrypt_legacy(record).await {
+                Ok(plaintext) => return Ok(plaintext),
+                Err(
+                    error @ (ProviderError::UnknownKeyVersion { .. }
+                    | ProviderError::UnwrapFailed { .. }),
+                ) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(
+            first_error.unwrap_or_else(|| ProviderError::UnknownKeyVersion {
+                version: record.key_id.clone().unwrap_or_default(),
+            }),
+        )
+    }
+
+    fn check_legacy(&self, record: &LegacyCiphertext) -> Result<(), ProviderError> {
+        let mut first_error = None;
+        for provider in self.list().iter() {
+            match provider.check_legacy(record) {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        Err(
+            first_error.unwrap_or_else(|| ProviderError::UnknownKeyVersion {
+                version: record.key_id.clone().unwrap_or_default(),
+            }),
+        )
     }
 
     fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {

@@ -19,8 +19,11 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use super::{
+    KeyIdentity, KeyProvider, KeyVersion, LegacyCiphertext, ProviderError, ProviderHealth,
+};
 use crate::crypto::SecretKey;
+use zeroize::Zeroizing;
 
 tokio::task_local! {
     /// When the gRPC call that needs a remote operation must be answered (from its
@@ -321,6 +324,42 @@ impl KeyProvider for Guarded {
 
     fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {
         self.inner.check_unwrap(version, wrapped)
+    }
+
+    async fn decrypt_legacy(
+        &self,
+        record: &LegacyCiphertext,
+    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        // Same admission as an unwrap: refused locally first, then breaker, deadline and one of
+        // the bounded unwrap slots.
+        self.inner.check_legacy(record)?;
+        let permit = self.admit("decrypt")?;
+        let deadline = self.deadline();
+        let slot = match tokio::time::timeout_at(deadline, self.unwrap_slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            _ => {
+                return Err(ProviderError::Unavailable {
+                    operation: "decrypt".into(),
+                    source: Arc::new(std::io::Error::other(
+                        "every unwrap slot stayed busy until the deadline",
+                    )),
+                });
+            }
+        };
+        let result = self
+            .call(
+                "decrypt",
+                permit,
+                deadline,
+                self.inner.decrypt_legacy(record),
+            )
+            .await;
+        drop(slot);
+        result
+    }
+
+    fn check_legacy(&self, record: &LegacyCiphertext) -> Result<(), ProviderError> {
+        self.inner.check_legacy(record)
     }
 
     async fn health(&self) -> ProviderHealth {

@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use super::{
+    KeyIdentity, KeyProvider, KeyVersion, LegacyCiphertext, ProviderError, ProviderHealth,
+};
 use crate::crypto::SecretKey;
+use zeroize::Zeroizing;
 
 /// Where [`Instrumented`] reports each call to the provider it wraps.
 pub trait CallRecorder: Send + Sync {
-    /// Records one call: `operation` is "refresh", "wrap" or "unwrap", `result` its outcome
+    /// Records one call: `operation` is "refresh", "wrap", "unwrap" or "decrypt", `result` its outcome
     /// and `elapsed` how long it took.
     fn record_call(
         &self,
@@ -85,6 +88,20 @@ impl KeyProvider for Instrumented {
         let result = self.inner.unwrap(version, wrapped).await;
         self.record("unwrap", started, &result);
         result
+    }
+
+    async fn decrypt_legacy(
+        &self,
+        record: &LegacyCiphertext,
+    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        let started = Instant::now();
+        let result = self.inner.decrypt_legacy(record).await;
+        self.record("decrypt", started, &result);
+        result
+    }
+
+    fn check_legacy(&self, record: &LegacyCiphertext) -> Result<(), ProviderError> {
+        self.inner.check_legacy(record)
     }
 
     fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {

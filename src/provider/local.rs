@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
-use crate::crypto::{GcmKey, KEY_LEN, SecretKey, fill_random};
+use crate::crypto::{GcmKey, KEY_LEN, Nonce, SecretKey, fill_random};
 
 const FILE_MAGIC: &[u8; 8] = b"KKMS-LK1";
 const ID_LEN: usize = 16;
@@ -179,8 +179,17 @@ impl KeyProvider for LocalKeyRing {
                 version: key.version().into(),
             })?;
         let mut wrapped = Vec::new();
+        // A root key seals across restarts and replicas: its nonces are random, not counted.
         root.gcm
-            .seal_into(&wrap_aad(key.version()), kek.expose(), &mut wrapped)?;
+            .seal_into(
+                Nonce::random()?,
+                &wrap_aad(key.version()),
+                kek.expose(),
+                &mut wrapped,
+            )
+            .map_err(|error| ProviderError::Misconfigured {
+                reason: error.to_string(),
+            })?;
         Ok(wrapped)
     }
 

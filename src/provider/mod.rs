@@ -60,6 +60,12 @@ impl KeyVersion {
         &self.key_id
     }
 
+    /// The key_id as the shared string it is kept in, so that every Encrypt response under one
+    /// KEK carries it without a copy.
+    pub fn shared_key_id(&self) -> &Arc<str> {
+        &self.key_id
+    }
+
     /// The provider's name for this version, written into the annotations.
     pub fn version(&self) -> &str {
         &self.version
@@ -213,6 +219,95 @@ impl From<crate::crypto::RandomUnavailable> for ProviderError {
     }
 }
 
+/// The length of the DEK kube-apiserver's KMS v1 envelope sends to Encrypt.
+pub const V1_DEK_LEN: usize = 32;
+
+/// The RSA padding Azure's Go KMS plugin encrypted a DEK with: RSA-OAEP-256 on KMS v2, RSA1_5
+/// on KMS v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LegacyAlgorithm {
+    /// RSA-OAEP with SHA-256 (the Go plugin's KMS v2).
+    RsaOaep256,
+    /// RSA PKCS#1 v1.5 (the Go plugin's KMS v1).
+    Rsa15,
+}
+
+impl LegacyAlgorithm {
+    /// The name Key Vault uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RsaOaep256 => "RSA-OAEP-256",
+            Self::Rsa15 => "RSA1_5",
+        }
+    }
+}
+
+/// How the Go plugin stored its RSA ciphertext, which also says what Key Vault decrypts it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LegacyLayout {
+    /// Older releases (track-1 SDK): stored as ASCII base64url; Key Vault decrypts to the DEK.
+    Base64Url,
+    /// Newer releases (azkeys): stored raw; Key Vault decrypts to the DEK's ASCII base64url.
+    Raw,
+}
+
+/// One record of Azure's Go KMS plugin, parsed by `envelope::legacy`: attacker input, checked
+/// for shape only. [`KeyProvider::decrypt_legacy`] resolves it within its own configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LegacyCiphertext {
+    /// v2: the request's key_id, which must be the hash of a configured key version; v1: none,
+    /// and the configured versions of the old plugin are tried.
+    pub key_id: Option<String>,
+    /// The padding.
+    pub algorithm: LegacyAlgorithm,
+    /// The layout it was stored in.
+    pub layout: LegacyLayout,
+    /// The RSA ciphertext (already base64url-decoded for the older layout).
+    pub rsa: Vec<u8>,
+}
+
+impl std::fmt::Debug for LegacyCiphertext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacyCiphertext")
+            .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm)
+            .field("layout", &self.layout)
+            .field("rsa_len", &self.rsa.len())
+            .finish()
+    }
+}
+
+impl LegacyCiphertext {
+    /// kube-apiserver's plaintext from what Key Vault decrypted, or `None` when that is not
+    /// what the Go plugin encrypted: then the key version was not the one that encrypted, or
+    /// the record was altered. The newer layout must decrypt to canonical base64url. RSA1_5
+    /// with a wrong key may "succeed" (a service that answers bad padding with a synthetic
+    /// message, as the emulator does): an older-layout v1 record, which has nothing else to
+    /// check, must then decrypt to 32 bytes, the length of every DEK kube-apiserver's KMS v1
+    /// sends — a wrong version still passes with a probability near 1/245 per version tried.
+    pub fn plaintext_from(&self, decrypted: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        let plaintext = match self.layout {
+            LegacyLayout::Base64Url => zeroize::Zeroizing::new(decrypted.to_vec()),
+            LegacyLayout::Raw => crate::envelope::legacy::decode_base64url(decrypted)?,
+        };
+        let unverifiable =
+            self.algorithm == LegacyAlgorithm::Rsa15 && self.layout == LegacyLayout::Base64Url;
+        if plaintext.is_empty() || (unverifiable && plaintext.len() != V1_DEK_LEN) {
+            return None;
+        }
+        Some(plaintext)
+    }
+}
+
+/// What a provider other than Azure's answers for a Go plugin record.
+fn legacy_unsupported(kind: &str) -> ProviderError {
+    ProviderError::Misconfigured {
+        reason: format!(
+            "this record was written by Azure's Go KMS plugin; the {kind} provider cannot read it"
+        ),
+    }
+}
+
 /// A remote (or local) key that wraps the plugin's local KEKs.
 ///
 /// Implementations are called from the envelope only: `refresh` from the background refresher,
@@ -259,6 +354,27 @@ pub trait KeyProvider: Send + Sync + 'static {
     fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {
         let _ = (version, wrapped);
         Ok(())
+    }
+
+    /// Decrypts a DEK that Azure's Go KMS plugin encrypted directly with Key Vault, on a key
+    /// version this provider is configured to read (see [`LegacyCiphertext`]); returns
+    /// kube-apiserver's plaintext. A key_id that names no configured version is refused by
+    /// [`KeyProvider::check_legacy`] without a remote call. Only the Azure provider can.
+    async fn decrypt_legacy(
+        &self,
+        record: &LegacyCiphertext,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ProviderError> {
+        Err(self
+            .check_legacy(record)
+            .err()
+            .unwrap_or_else(|| legacy_unsupported(self.kind())))
+    }
+
+    /// Refuses, without a remote call, what `decrypt_legacy` would refuse without one (as
+    /// `check_unwrap` does for `unwrap`). The default refuses everything: not supported.
+    fn check_legacy(&self, record: &LegacyCiphertext) -> Result<(), ProviderError> {
+        let _ = record;
+        Err(legacy_unsupported(self.kind()))
     }
 
     /// The provider's health as of its last remote call; makes no remote call itself.

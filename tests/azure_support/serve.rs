@@ -223,8 +223,8 @@ pub async fn decrypt_with(
     bounded(client.decrypt(request(DecryptRequest {
         ciphertext: sealed.ciphertext.clone(),
         uid: "fault-matrix".into(),
-        key_id: sealed.key_id.clone(),
-        annotations: sealed.annotations.clone(),
+        key_id: sealed.key_id.to_string(),
+        annotations: (*sealed.annotations).clone(),
     })))
     .await
     .map(|response| response.plaintext)

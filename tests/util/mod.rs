@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod etcd;
+
 use grpc_uds::socket;
 use kube_kms::crypto::SecretKey;
 use kube_kms::envelope::Envelope;

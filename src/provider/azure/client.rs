@@ -16,7 +16,7 @@ use azure_security_keyvault_keys::models::{
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use zeroize::Zeroizing;
 
-use crate::provider::ProviderError;
+use crate::provider::{LegacyAlgorithm, ProviderError};
 
 /// A wrapping algorithm this plugin uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +128,34 @@ impl VaultClient {
         let result = self
             .client
             .unwrap_key(name, version, request(parameters)?, None)
+            .await?
+            .into_model()?;
+        Ok(Zeroizing::new(result.result.unwrap_or_default()))
+    }
+}
+
+impl VaultClient {
+    /// Decrypts `ciphertext` with `version` of key `name` (Key Vault `decrypt`): only for what
+    /// Azure's Go KMS plugin encrypted directly with the key. The result may hold a DEK.
+    pub async fn decrypt(
+        &self,
+        name: &str,
+        version: &str,
+        algorithm: LegacyAlgorithm,
+        ciphertext: &[u8],
+    ) -> azure_core::Result<Zeroizing<Vec<u8>>> {
+        let algorithm = match algorithm {
+            LegacyAlgorithm::RsaOaep256 => EncryptionAlgorithm::RsaOaep256,
+            LegacyAlgorithm::Rsa15 => EncryptionAlgorithm::Rsa1_5,
+        };
+        let parameters = KeyOperationParameters {
+            algorithm: Some(algorithm),
+            value: Some(ciphertext.to_vec()),
+            ..Default::default()
+        };
+        let result = self
+            .client
+            .decrypt(name, version, request(parameters)?, None)
             .await?
             .into_model()?;
         Ok(Zeroizing::new(result.result.unwrap_or_default()))

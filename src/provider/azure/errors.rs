@@ -45,6 +45,8 @@ pub enum Call {
     Wrap,
     /// Unwrapping a KEK read from etcd.
     Unwrap,
+    /// Decrypting a DEK that Azure's Go KMS plugin encrypted (read from etcd).
+    Decrypt,
 }
 
 impl Call {
@@ -53,6 +55,7 @@ impl Call {
             Self::GetKey => "get",
             Self::Wrap => "wrapKey",
             Self::Unwrap => "unwrapKey",
+            Self::Decrypt => "decrypt",
         }
     }
 }
@@ -145,7 +148,9 @@ pub fn classify(error: AzureError, call: Call, key: &KeyRef, version: Option<&st
                 call.permission()
             )),
         },
-        Verdict::Rejected(answer) if answer.status == 400 && call == Call::Unwrap => {
+        Verdict::Rejected(answer)
+            if answer.status == 400 && matches!(call, Call::Unwrap | Call::Decrypt) =>
+        {
             Classified::fatal(ProviderError::UnwrapFailed {
                 version: version.unwrap_or_default().to_owned(),
             })
@@ -168,6 +173,7 @@ pub fn describe(call: Call, key: &KeyRef, version: Option<&str>) -> String {
         Call::GetKey => "read",
         Call::Wrap => "wrap with",
         Call::Unwrap => "unwrap with",
+        Call::Decrypt => "decrypt with",
     };
     match version {
         Some(version) => format!("{what} version {version} of {key}"),

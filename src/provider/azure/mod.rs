@@ -27,7 +27,9 @@ use async_trait::async_trait;
 use azure_core::time::OffsetDateTime;
 use azure_security_keyvault_keys::models::{Key, KeyType};
 
-use super::{KeyIdentity, KeyProvider, KeyVersion, ProviderError, ProviderHealth};
+use super::{
+    KeyIdentity, KeyProvider, KeyVersion, LegacyCiphertext, ProviderError, ProviderHealth,
+};
 use crate::crypto::{SecretKey, fill_random};
 use azure_access::auth::{self, AuthSettings, AzureEnv, Resolution};
 use azure_access::client::{self as transport, TransportOptions};
@@ -36,6 +38,7 @@ use azure_access::retry::{self, RetryPolicy};
 use client::{VaultClient, WrapAlgorithm};
 use errors::{Call, Failure};
 use key_id::{KeyRef, is_valid_version};
+use zeroize::Zeroizing;
 
 /// The smallest RSA key accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -46,8 +49,9 @@ const MAX_LEARNED_VERSIONS: usize = 4096;
 const MISSING_VERSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// The length of a 32-byte KEK wrapped with A256KW or CKM_AES_KEY_WRAP_PAD.
 const AES_WRAPPED_LEN: usize = 40;
-/// The remote operations one refresh makes in turn: read the key, then wrap and unwrap a test
-/// KEK. The refresh's budget is this many call deadlines, shared by them (see `refresh_budget`).
+/// The remote operations one refresh makes in turn at most: read the key, then — when the
+/// self-test is due — wrap and unwrap a test KEK. The refresh's budget is this many call
+/// deadlines, shared by them (see `refresh_budget`).
 const REFRESH_CALLS: u32 = 3;
 
 /// Which version of the configured key wraps new KEKs.
@@ -78,6 +82,9 @@ pub struct AzureConfig {
     pub key_version: KeyVersionChoice,
     /// Keys (or key versions) kept to decrypt only.
     pub decrypt_only_keys: Vec<DecryptOnlyKey>,
+    /// Versions of `key` that Azure's Go KMS plugin encrypted DEKs with directly; read with
+    /// Key Vault `decrypt` (see `envelope::legacy`).
+    pub legacy_key_versions: Vec<String>,
     /// The algorithm for oct-HSM keys (A256KW or CKM_AES_KEY_WRAP_PAD); RSA keys always use
     /// RSA-OAEP-256.
     pub oct_wrap_algorithm: WrapAlgorithm,
@@ -95,18 +102,25 @@ pub struct AzureConfig {
     pub transport: TransportOptions,
     /// The per-operation deadline and backoff.
     pub retry: RetryPolicy,
+    /// How often a refresh also runs the wrap/unwrap self-test; other refreshes only read the
+    /// key. The self-test also runs at once after any failure and on a new key version.
+    pub self_test_interval: std::time::Duration,
     /// Accept an authentication challenge whose resource is not a parent domain of the vault's
     /// host (an emulator, a private DNS name). Weakens the check that tokens go to Key Vault.
     pub insecure_skip_challenge_resource_check: bool,
 }
 
 impl AzureConfig {
+    /// The default `self_test_interval`: 10 minutes, against the 1-minute refresh.
+    pub const DEFAULT_SELF_TEST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
     /// A configuration for `key` with every other setting at its default.
     pub fn new(key: KeyRef) -> Self {
         Self {
             key,
             key_version: KeyVersionChoice::Latest,
             decrypt_only_keys: Vec::new(),
+            legacy_key_versions: Vec::new(),
             oct_wrap_algorithm: WrapAlgorithm::A256Kw,
             auth: AuthSettings::default(),
             cloud: None,
@@ -115,6 +129,7 @@ impl AzureConfig {
             managed_hsm_suffix: None,
             transport: TransportOptions::default(),
             retry: RetryPolicy::DEFAULT,
+            self_test_interval: Self::DEFAULT_SELF_TEST_INTERVAL,
             insecure_skip_challenge_resource_check: false,
         }
     }
@@ -209,6 +224,25 @@ struct State {
     learned: HashMap<String, usize>,
     /// (target index, version) pairs the vault said it does not have, and when.
     missing: HashMap<(usize, String), std::time::Instant>,
+    /// When the wrap/unwrap self-test last passed, for the key version it passed with.
+    self_test_passed: Option<(tokio::time::Instant, KeyVersion)>,
+}
+
+impl State {
+    /// Whether a refresh that read `current` must run the self-test too: at start (it never
+    /// passed), for a new key version, when the interval has passed, and at once after any
+    /// failure — of the last refresh, or of a wrap or unwrap since (an authoritative refusal or
+    /// a transient fault not cleared by a later success).
+    fn self_test_due(&self, current: &KeyVersion, interval: std::time::Duration) -> bool {
+        let passed_for_this_version = match &self.self_test_passed {
+            Some((at, version)) if version == current => Some(at),
+            _ => None,
+        };
+        passed_for_this_version.is_none_or(|at| at.elapsed() >= interval)
+            || self.refresh_failure.is_some()
+            || self.call_fault.is_some()
+            || self.call_revoked.is_some()
+    }
 }
 
 /// The Azure Key Vault / Managed HSM key provider.
@@ -595,6 +629,82 @@ impl AzureKeyVaultProvider {
         }
     }
 
+    /// The configured key versions that may read `record`, without a remote call. v2: the one
+    /// whose key_id (SHA-256 of its versioned URL) is the record's — among the current version,
+    /// `azure.legacy_key_versions` and the versions named in `azure.decrypt_only_keys`. v1:
+    /// every version in `azure.legacy_key_versions`, in order. None: refused.
+    fn legacy_candidates(
+        &self,
+        record: &LegacyCiphertext,
+    ) -> Result<Vec<(KeyRef, String)>, ProviderError> {
+        let config = &self.inner.config;
+        let legacy = config
+            .legacy_key_versions
+            .iter()
+            .map(|version| (config.key.clone(), version.clone()));
+        let candidates: Vec<(KeyRef, String)> = match &record.key_id {
+            None => legacy.collect(),
+            Some(key_id) => {
+                let current = self
+                    .lock()
+                    .current
+                    .as_ref()
+                    .map(|current| (config.key.clone(), current.version.version().to_owned()));
+                let pinned_old = config.decrypt_only_keys.iter().filter_map(|old| {
+                    old.version
+                        .as_ref()
+                        .map(|version| (old.key.clone(), version.clone()))
+                });
+                current
+                    .into_iter()
+                    .chain(legacy)
+                    .chain(pinned_old)
+                    .filter(|(key, version)| key.key_id(version) == *key_id)
+                    .take(1)
+                    .collect()
+            }
+        };
+        if candidates.is_empty() {
+            return Err(no_legacy_version(record));
+        }
+        Ok(candidates)
+    }
+
+    /// One Key Vault `decrypt` of a Go plugin record, retried; `Ok(None)` when the version is
+    /// not the one that encrypted it (the service refused the padding, or the result is not
+    /// what the Go plugin encrypted).
+    async fn decrypt_remote(
+        &self,
+        key: &KeyRef,
+        version: &str,
+        record: &LegacyCiphertext,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ProviderError> {
+        let client = self.client(key)?;
+        let operation = errors::describe(Call::Decrypt, key, Some(version));
+        let result = retry::run(&self.inner.config.retry, &operation, || async {
+            client
+                .decrypt(key.name(), version, record.algorithm, &record.rsa)
+                .await
+                .map_err(
+                    |error| match errors::classify(error, Call::Decrypt, key, Some(version)) {
+                        Failure::NotFound(mut classified) => {
+                            classified.error = ProviderError::UnknownKeyVersion {
+                                version: version.to_owned(),
+                            };
+                            classified
+                        }
+                        Failure::Other(classified) => classified,
+                    },
+                )
+        })
+        .await;
+        match result {
+            Ok(decrypted) => Ok(record.plaintext_from(&decrypted)),
+            Err(ProviderError::UnwrapFailed { .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
     /// The order in which configured keys are asked to unwrap `version`.
     fn candidates(&self, version: &str) -> Vec<usize> {
         let learned = self.lock().learned.get(version).copied();
@@ -641,6 +751,17 @@ impl AzureKeyVaultProvider {
             state.learned.clear();
         }
         state.learned.insert(version.to_owned(), target);
+    }
+}
+
+/// The refusal of a Go plugin record that no configured key version may read.
+fn no_legacy_version(record: &LegacyCiphertext) -> ProviderError {
+    ProviderError::UnknownKeyVersion {
+        version: match &record.key_id {
+            // Attacker input of up to 1 KiB: only a prefix, cut at a character boundary.
+            Some(key_id) => format!("key_id {}", key_id.chars().take(64).collect::<String>()),
+            None => "none listed in azure.legacy_key_versions".to_owned(),
+        },
     }
 }
 
@@ -709,12 +830,23 @@ impl KeyProvider for AzureKeyVaultProvider {
             Ok(current)
         }
         .await;
+        let due = result.as_ref().is_ok_and(|current| {
+            self.lock()
+                .self_test_due(&current.version, self.inner.config.self_test_interval)
+        });
         let result = match result {
+            // The routine refresh: one key read. A disabled, deleted or expired key, a key whose
+            // key_ops no longer allow wrapping, and an identity without keys/get are all refused
+            // by that read, at every refresh.
+            Ok(current) if !due => Ok(current),
             Ok(current) => match self.self_test(&current, give_up).await {
                 Ok(()) => {
                     // Wrap and unwrap both work again: a transient failure an earlier call left
                     // must not keep health Degraded (no other remote call may come for hours).
-                    self.lock().call_fault = None;
+                    let mut state = self.lock();
+                    state.call_fault = None;
+                    state.self_test_passed =
+                        Some((tokio::time::Instant::now(), current.version.clone()));
                     Ok(current)
                 }
                 Err(
@@ -860,6 +992,40 @@ impl KeyProvider for AzureKeyVaultProvider {
         Err(ProviderError::UnknownKeyVersion {
             version: version.to_owned(),
         })
+    }
+
+    async fn decrypt_legacy(
+        &self,
+        record: &LegacyCiphertext,
+    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        let versions = self.legacy_candidates(record)?;
+        let mut last = None;
+        for (key, version) in &versions {
+            match self.decrypt_remote(key, version, record).await {
+                Ok(Some(plaintext)) => {
+                    self.record_call::<()>(&Ok(()), false);
+                    return Ok(plaintext);
+                }
+                // Not this version (the padding or the content did not check): the next one.
+                Ok(None) => {
+                    last = Some(ProviderError::UnwrapFailed {
+                        version: version.clone(),
+                    });
+                }
+                Err(error @ ProviderError::UnknownKeyVersion { .. }) => {
+                    last.get_or_insert(error);
+                }
+                Err(error) => {
+                    self.record_call::<()>(&Err(error.clone()), false);
+                    return Err(error);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| no_legacy_version(record)))
+    }
+
+    fn check_legacy(&self, record: &LegacyCiphertext) -> Result<(), ProviderError> {
+        self.legacy_candidates(record).map(drop)
     }
 
     fn check_unwrap(&self, version: &str, wrapped: &[u8]) -> Result<(), ProviderError> {

@@ -1,0 +1,300 @@
+//! The census: every value under kube-apiserver's etcd prefix, classified
+//! ([`super::stored_value`]) and counted per resource × provider × key, each key named from
+//! kube-kms's configuration ([`super::known_keys`]) and, given kube-apiserver's
+//! EncryptionConfiguration, placed against it ([`super::encryption_config`]).
+//!
+//! Only counts are kept — at most one entry per distinct (resource, format, provider, key)
+//! and a few sample keys of corrupt values — so memory stays flat however many objects etcd
+//! holds. Never decrypts and never keeps a value past its page.
+
+use std::collections::BTreeMap;
+
+use super::encryption_config::{EncryptionConfig, Placement};
+use super::etcd::{Etcd, EtcdError, next_key};
+use super::known_keys::{KeyNaming, KeyRole, KnownKeys};
+use super::progress::Progress;
+use super::stored_value::{self, RecordStyle, StoredValue, classify};
+
+/// Corrupt values whose keys are kept for the report.
+pub const CORRUPT_SAMPLES: usize = 20;
+
+/// One line of the census: how many objects of a resource are stored one way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RowKey {
+    /// `resource[.group]`.
+    pub resource: String,
+    /// `kms-v2`, `kms-v1`, `aescbc`, `aesgcm`, `secretbox`, `identity`, `corrupt`.
+    pub format: &'static str,
+    /// The KMS provider name, or the aescbc/aesgcm/secretbox key name; empty otherwise.
+    pub provider: String,
+    /// The key_id (KMS v2, and kube-kms KMS v1 where the configuration gives it); the plaintext
+    /// encoding for identity; empty otherwise.
+    pub key: String,
+    /// Which plugin's record (`kube-kms`, `azure-plugin`, `other`) for KMS; empty otherwise.
+    pub style: &'static str,
+}
+
+/// What is known about one key_id (or, for a kube-kms v1 record whose key_id the
+/// configuration cannot give, one key version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTally {
+    /// The key_id, when known.
+    pub key_id: Option<String>,
+    /// The key version from kube-kms's annotations, when the records carry one.
+    pub version: Option<String>,
+    /// What the key is.
+    pub naming: KeyNaming,
+    /// Objects under it.
+    pub objects: u64,
+    /// Of those, records in kube-kms's format, Azure's Go plugin's, any other plugin's.
+    pub by_style: BTreeMap<&'static str, u64>,
+}
+
+/// A value that could not be classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptSample {
+    /// Its etcd key (lossy UTF-8).
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Everything counted.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Values read.
+    pub scanned: u64,
+    /// Per resource × format × provider × key.
+    pub rows: BTreeMap<RowKey, u64>,
+    /// Per key.
+    pub keys: BTreeMap<String, KeyTally>,
+    /// Values that could not be classified.
+    pub corrupt: u64,
+    /// The first of them.
+    pub corrupt_samples: Vec<CorruptSample>,
+    /// With an EncryptionConfiguration: per resource × provider description × placement.
+    pub placements: BTreeMap<(String, String, Placement), u64>,
+    /// Objects this configuration cannot read: corrupt, kube-kms records under key_ids it does
+    /// not name, providers the EncryptionConfiguration no longer lists.
+    pub unreadable: u64,
+    /// Objects to re-encrypt (and not unreadable): under a decrypt-only key or an earlier key
+    /// version, or not written by the EncryptionConfiguration's first provider.
+    pub pending: u64,
+    /// Objects under a version of the configured key when the current version is not known.
+    pub undecided: u64,
+}
+
+impl Tally {
+    /// Counts one etcd entry. `path` is its key with the prefix removed.
+    pub fn add(
+        &mut self,
+        key: &[u8],
+        path: &[u8],
+        value: &[u8],
+        known: &KnownKeys,
+        encryption: Option<&EncryptionConfig>,
+    ) {
+        self.scanned += 1;
+        let (group, resource) = stored_value::group_resource(path)
+            .unwrap_or_else(|| (String::new(), "(unparsable key)".to_owned()));
+        let resource_name = stored_value::resource_name(&group, &resource);
+        let stored = classify(value);
+        let mut role = None;
+        let (provider, row_key, style) = match &stored {
+            StoredValue::KmsV2(record) => {
+                let version = match &record.style {
+                    RecordStyle::KubeKms { key_version } => Some(key_version.as_str()),
+                    _ => None,
+                };
+                let naming = known.name(&record.key_id, version);
+                let tally = self
+                    .keys
+                    .entry(record.key_id.clone())
+                    .or_insert_with(|| KeyTally {
+                        key_id: Some(record.key_id.clone()),
+                        version: version.map(str::to_owned),
+                        naming,
+                        objects: 0,
+                        by_style: BTreeMap::new(),
+                    });
+                tally.objects += 1;
+                *tally.by_style.entry(record.style.name()).or_default() += 1;
+                role = Some((tally.naming.role, record.style.name()));
+                (
+                    record.provider.clone(),
+                    record.key_id.clone(),
+                    record.style.name(),
+                )
+            }
+            StoredValue::KmsV1 {
+                provider,
+                kube_kms_version,
+            } => match kube_kms_version {
+                Some(version) => {
+                    let (key_id, naming) = known.name_v1(version);
+                    let slot = key_id
+                        .clone()
+                        .unwrap_or_else(|| format!("version {version}"));
+                    let tally = self.keys.entry(slot.clone()).or_insert_with(|| KeyTally {
+                        key_id,
+                        version: Some(version.clone()),
+                        naming,
+                        objects: 0,
+                        by_style: BTreeMap::new(),
+                    });
+                    tally.objects += 1;
+                    *tally.by_style.entry("kube-kms").or_default() += 1;
+                    role = Some((tally.naming.role, "kube-kms"));
+                    (provider.clone(), slot, "kube-kms")
+                }
+                None => (provider.clone(), String::new(), "other"),
+            },
+            StoredValue::AesCbc { key }
+            | StoredValue::AesGcm { key }
+            | StoredValue::Secretbox { key } => (key.clone(), String::new(), ""),
+            StoredValue::Identity(encoding) => (String::new(), encoding.name().to_owned(), ""),
+            StoredValue::Corrupt { reason } => {
+                self.corrupt += 1;
+                if self.corrupt_samples.len() < CORRUPT_SAMPLES {
+                    self.corrupt_samples.push(CorruptSample {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        reason: reason.clone(),
+                    });
+                }
+                (String::new(), String::new(), "")
+            }
+        };
+        let placement = encryption.and_then(|e| e.placement(&resource, &group, &stored));
+        if let Some(placement) = placement {
+            let described = describe_stored(&stored);
+            *self
+                .placements
+                .entry((resource_name.clone(), described, placement))
+                .or_default() += 1;
+        }
+        // Each object counts once, the worst first.
+        let corrupt = matches!(stored, StoredValue::Corrupt { .. });
+        if corrupt
+            || placement == Some(Placement::Unreadable)
+            || role == Some((KeyRole::Unknown, "kube-kms"))
+        {
+            self.unreadable += 1;
+        } else if matches!(
+            role,
+            Some((KeyRole::DecryptOnly | KeyRole::EarlierVersion, _))
+        ) || placement == Some(Placement::Readable)
+        {
+            self.pending += 1;
+        } else if matches!(role, Some((KeyRole::ConfiguredKey, _))) {
+            self.undecided += 1;
+        }
+        *self
+            .rows
+            .entry(RowKey {
+                resource: resource_name,
+                format: stored.format_name(),
+                provider,
+                key: row_key,
+                style,
+            })
+            .or_default() += 1;
+    }
+
+    /// Objects under keys with `role`, counting only kube-kms's own records when
+    /// `kube_kms_only`.
+    pub fn objects_with_role(&self, role: KeyRole, kube_kms_only: bool) -> u64 {
+        self.keys
+            .values()
+            .filter(|key| key.naming.role == role)
+            .map(|key| {
+                if kube_kms_only {
+                    key.by_style.get("kube-kms").copied().unwrap_or(0)
+                } else {
+                    key.objects
+                }
+            })
+            .sum()
+    }
+
+    /// Objects with `placement` against the EncryptionConfiguration.
+    pub fn objects_placed(&self, placement: Placement) -> u64 {
+        self.placements
+            .iter()
+            .filter(|((_, _, placed), _)| *placed == placement)
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
+/// How a stored value's provider is named against the EncryptionConfiguration.
+fn describe_stored(value: &StoredValue) -> String {
+    match value {
+        StoredValue::KmsV2(record) => format!("kms v2 {:?}", record.provider),
+        StoredValue::KmsV1 { provider, .. } => format!("kms v1 {provider:?}"),
+        StoredValue::AesCbc { key } => format!("aescbc key {key:?}"),
+        StoredValue::AesGcm { key } => format!("aesgcm key {key:?}"),
+        StoredValue::Secretbox { key } => format!("secretbox key {key:?}"),
+        StoredValue::Identity(_) => "identity (plaintext)".to_owned(),
+        StoredValue::Corrupt { .. } => "corrupt".to_owned(),
+    }
+}
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct CensusOptions {
+    /// kube-apiserver's `--etcd-prefix`, e.g. `/registry`.
+    pub prefix: String,
+    /// Keys per Range call.
+    pub page_size: u32,
+}
+
+/// The census as read, with where it was read from.
+#[derive(Debug)]
+pub struct Census {
+    /// The endpoint read.
+    pub endpoint: String,
+    /// The prefix read.
+    pub prefix: String,
+    /// etcd's revision when the census started.
+    pub revision: i64,
+    /// What was counted.
+    pub tally: Tally,
+}
+
+/// Reads every key under `options.prefix` page by page and counts it.
+pub async fn run(
+    etcd: &mut Etcd,
+    options: &CensusOptions,
+    known: &KnownKeys,
+    encryption: Option<&EncryptionConfig>,
+) -> Result<Census, EtcdError> {
+    let prefix = format!("{}/", options.prefix.trim_end_matches('/'));
+    let prefix = prefix.as_bytes();
+    let (total, revision) = etcd.count(prefix).await?;
+    let progress = Progress::new("census", Some(total));
+    let mut tally = Tally::default();
+    let mut start = prefix.to_vec();
+    loop {
+        let (entries, more) = etcd.page(prefix, &start, options.page_size).await?;
+        let Some(last) = entries.last() else { break };
+        start = next_key(&last.key);
+        for entry in &entries {
+            let path = entry.key.strip_prefix(prefix).unwrap_or(&entry.key);
+            tally.add(&entry.key, path, &entry.value, known, encryption);
+        }
+        progress.advance(u64::try_from(entries.len()).unwrap_or(0));
+        if tally.scanned > total {
+            progress.set_total(tally.scanned);
+        }
+        if !more {
+            break;
+        }
+    }
+    progress.finish();
+    Ok(Census {
+        endpoint: etcd.endpoint().to_owned(),
+        prefix: options.prefix.clone(),
+        revision,
+        tally,
+    })
+}

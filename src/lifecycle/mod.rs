@@ -1,0 +1,20 @@
+//! Key lifecycle tools: `kube-kms census` (which key encrypts what, read straight from etcd)
+//! and `kube-kms migrate` (re-encrypt storage through kube-apiserver, resumable).
+//!
+//! Each idea has its own module: [`stored_value`] classifies one etcd value, [`known_keys`]
+//! names key_ids from kube-kms's configuration, [`encryption_config`] reads kube-apiserver's
+//! EncryptionConfiguration, [`etcd`] pages through etcd (read-only), [`census`] counts and
+//! [`report`] concludes (text, JSON, exit codes); [`migrate`] rewrites objects through the
+//! Kubernetes API, [`checkpoint`] remembers how far it got, [`progress`] draws bars on a
+//! terminal. Nothing here contacts the key service, decrypts a value or writes to etcd.
+
+pub mod args;
+pub mod census;
+pub mod checkpoint;
+pub mod encryption_config;
+pub mod etcd;
+pub mod known_keys;
+pub mod migrate;
+pub mod progress;
+pub mod report;
+pub mod stored_value;

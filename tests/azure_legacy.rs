@@ -1,0 +1,400 @@
+//! Reading what Azure's Go KMS plugin wrote. The records are made here as that plugin makes
+//! them — Key Vault `encrypt` through the emulator's REST API with Microsoft's Rust SDK, both
+//! generations (older: the DEK encrypted, the base64url result stored as ASCII; newer: the DEK's
+//! base64url encrypted, the raw result stored), RSA-OAEP-256 for v2 and RSA1_5 for v1, on several
+//! key versions with the key rotated in between — and read back through kube-kms's socket on v2
+//! and v1beta1. A key_id that names no configured version is refused with no remote call;
+//! tampered base64 is InvalidArgument; the emulator's counts show the cache at work.
+
+mod azure_support;
+mod util;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use azure_access::auth::{self, AzureEnv};
+use azure_access::client::{self as transport, Route};
+use azure_security_keyvault_keys::models::{
+    EncryptionAlgorithm, KeyClientEncryptOptions, KeyOperationParameters,
+};
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
+use azure_support::{MINIMAL_PERMISSIONS, TestVault};
+use keyvault_emulator::{IdentitySpec, Operation, Permission};
+use kube_kms::envelope::kek::RotationPolicy;
+use kube_kms::envelope::legacy::{ALGORITHM_ANNOTATION, VERSION_ANNOTATION, encode_base64url};
+use kube_kms::proto::{v1beta1, v2};
+use kube_kms::provider::azure::{AzureConfig, AzureKeyVaultProvider, random_version};
+use kube_kms::provider::guard::{GuardPolicy, Guarded};
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+/// An identity with `permissions` on the emulator, as a configuration of the test vault's key.
+fn identity(vault: &TestVault, name: &str, permissions: Vec<Permission>) -> AzureConfig {
+    let client_id = azure_support::new_client_id();
+    let secret = random_version();
+    vault
+        .emulator
+        .register_identity(IdentitySpec {
+            name: Some(name.into()),
+            client_id: Some(client_id.clone()),
+            client_secret: Some(secret.clone()),
+            permissions: Some(permissions),
+            ..IdentitySpec::default()
+        })
+        .expect("register the identity");
+    let secret_file = vault.dir.path().join(format!("{name}-secret"));
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("write the secret file");
+    let mut config = vault.config();
+    config.auth.client_id = Some(client_id);
+    config.auth.client_secret = Some(auth::SecretSource::File(secret_file));
+    config
+}
+
+/// What the Go plugin holds: a Key Vault client for the one configured key, with `encrypt`.
+struct GoPlugin {
+    client: KeyClient,
+    key_name: String,
+}
+
+impl GoPlugin {
+    fn new(vault: &TestVault) -> Self {
+        let config = identity(
+            vault,
+            "go-plugin",
+            vec![Permission::Get, Permission::Encrypt],
+        );
+        let resolution = auth::resolve(&config.auth, &AzureEnv::from_pairs(&[])).expect("auth");
+        let cloud = config.effective_cloud(Some(&resolution)).expect("cloud");
+        let http = transport::http_client(&config.transport, Route::Remote).expect("http");
+        let options = transport::client_options(&http, &cloud);
+        let identity_http =
+            transport::http_client(&config.transport, Route::ManagedIdentity).expect("http");
+        let identity_options = transport::client_options(&identity_http, &cloud);
+        let credential = resolution
+            .auth
+            .credential(&options, &identity_options)
+            .expect("credential")
+            .token_credential();
+        let client = KeyClient::new(
+            &vault.emulator.vault_url(),
+            credential,
+            Some(KeyClientOptions {
+                client_options: options,
+                verify_challenge_resource: Some(false),
+                ..KeyClientOptions::default()
+            }),
+        )
+        .expect("client");
+        Self {
+            client,
+            key_name: vault.key_name.clone(),
+        }
+    }
+
+    /// Key Vault `encrypt` of `value` with `version`: the raw RSA ciphertext.
+    async fn encrypt(
+        &self,
+        version: &str,
+        algorithm: EncryptionAlgorithm,
+        value: &[u8],
+    ) -> Vec<u8> {
+        let parameters = KeyOperationParameters {
+            algorithm: Some(algorithm),
+            value: Some(value.to_vec()),
+            ..Default::default()
+        };
+        self.client
+            .encrypt(
+                &self.key_name,
+                parameters.try_into().expect("request"),
+                Some(KeyClientEncryptOptions {
+                    key_version: Some(version.to_owned()),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("encrypt")
+            .into_model()
+            .expect("result")
+            .result
+            .expect("a value")
+    }
+
+    /// The older releases: the DEK encrypted, the base64url result stored as ASCII.
+    async fn older(&self, version: &str, algorithm: EncryptionAlgorithm, dek: &[u8]) -> Vec<u8> {
+        let rsa = self.encrypt(version, algorithm, dek).await;
+        encode_base64url(&rsa).as_bytes().to_vec()
+    }
+
+    /// The newer releases: the DEK's ASCII base64url encrypted, the raw result stored.
+    async fn newer(&self, version: &str, algorithm: EncryptionAlgorithm, dek: &[u8]) -> Vec<u8> {
+        self.encrypt(version, algorithm, encode_base64url(dek).as_bytes())
+            .await
+    }
+}
+
+fn key_id_of(kid: &str) -> String {
+    hex::encode(Sha256::digest(kid.as_bytes()))
+}
+
+fn go_annotations() -> HashMap<String, Vec<u8>> {
+    HashMap::from([
+        (VERSION_ANNOTATION.to_owned(), b"1".to_vec()),
+        (ALGORITHM_ANNOTATION.to_owned(), b"RSA-OAEP-256".to_vec()),
+        (
+            "date.azure.akv.io".to_owned(),
+            b"2024-01-01T00:00:00Z".to_vec(),
+        ),
+    ])
+}
+
+fn decrypts(vault: &TestVault) -> u64 {
+    let counts = vault.emulator.counts(Operation::Decrypt);
+    counts.requests - counts.challenged
+}
+
+struct Record {
+    key_id: String,
+    ciphertext: Vec<u8>,
+    dek: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_plugin_records_of_both_generations_read_back_on_v2_and_v1_across_rotations() {
+    let vault = TestVault::key_vault(2048).await;
+    let go = GoPlugin::new(&vault);
+    let mut versions = vec![vault.first.clone()];
+    for _ in 0..2 {
+        versions.push(
+            vault
+                .emulator
+                .rotate_key(&vault.key_name)
+                .await
+                .expect("rotate"),
+        );
+    }
+
+    let mut v2_records = Vec::new();
+    let mut v1_records = Vec::new();
+    for (index, key) in versions.iter().enumerate() {
+        let dek = vec![index as u8 + 1; 32];
+        let key_id = key_id_of(&key.kid);
+        for (older, dek) in [(true, dek.clone()), (false, vec![index as u8 + 101; 32])] {
+            let (v2, v1) = if older {
+                (
+                    go.older(&key.version, EncryptionAlgorithm::RsaOaep256, &dek)
+                        .await,
+                    go.older(&key.version, EncryptionAlgorithm::Rsa1_5, &dek)
+                        .await,
+                )
+            } else {
+                (
+                    go.newer(&key.version, EncryptionAlgorithm::RsaOaep256, &dek)
+                        .await,
+                    go.newer(&key.version, EncryptionAlgorithm::Rsa1_5, &dek)
+                        .await,
+                )
+            };
+            assert_eq!(v2.len(), if older { 342 } else { 256 });
+            v2_records.push(Record {
+                key_id: key_id.clone(),
+                ciphertext: v2,
+                dek: dek.clone(),
+            });
+            v1_records.push(Record {
+                key_id: String::new(),
+                ciphertext: v1,
+                dek,
+            });
+        }
+    }
+
+    // kube-kms, with decrypt permission and the Go plugin's versions configured; the current
+    // (latest) version is the last one, the first two only in azure.legacy_key_versions.
+    let mut config = identity(
+        &vault,
+        "kube-kms",
+        [MINIMAL_PERMISSIONS.as_slice(), &[Permission::Decrypt]].concat(),
+    );
+    config.legacy_key_versions = versions[..2].iter().map(|k| k.version.clone()).collect();
+    let provider = Arc::new(
+        AzureKeyVaultProvider::open_with_env(config, &AzureEnv::from_pairs(&[]))
+            .await
+            .expect("the provider opens"),
+    );
+    let guarded = Arc::new(Guarded::new(provider, GuardPolicy::DEFAULT));
+    let dir = util::short_tempdir();
+    let unused = dir.path().join("unused-key-dir");
+    let plugin = util::TestPlugin::start_on(dir, unused, guarded, RotationPolicy::DEFAULT).await;
+    let mut v2_client = plugin.v2().await;
+    let mut v1_client = plugin.v1().await;
+    vault.emulator.reset_counts();
+
+    // v2: every record, twice; the second pass is served from the cache.
+    for pass in 0..2 {
+        for record in &v2_records {
+            let plaintext = v2_client
+                .decrypt(v2::DecryptRequest {
+                    ciphertext: record.ciphertext.clone(),
+                    uid: "go".into(),
+                    key_id: record.key_id.clone(),
+                    annotations: go_annotations(),
+                })
+                .await
+                .unwrap_or_else(|status| panic!("pass {pass}: {status:?}"))
+                .into_inner()
+                .plaintext;
+            assert_eq!(plaintext, record.dek);
+        }
+    }
+    assert_eq!(
+        decrypts(&vault),
+        v2_records.len() as u64,
+        "one remote decrypt per distinct record"
+    );
+
+    // v1: the records of the two legacy versions (v1 tries only azure.legacy_key_versions).
+    vault.emulator.reset_counts();
+    // Records 0 and 1 are the first version's (older, newer), 2 and 3 the second's. An older
+    // v1 record of any but the first listed version is left out: RSA1_5 under a wrong key may
+    // answer a synthetic message, which passes the 32-byte check with a probability near 1/245
+    // (docs/runbooks/replace-azure-kms-plugin.md).
+    for record in [&v1_records[0], &v1_records[1], &v1_records[3]] {
+        for _ in 0..2 {
+            let plain = v1_client
+                .decrypt(v1beta1::DecryptRequest {
+                    version: "v1beta1".into(),
+                    cipher: record.ciphertext.clone(),
+                })
+                .await
+                .expect("v1 decrypt")
+                .into_inner()
+                .plain;
+            assert_eq!(plain, record.dek);
+        }
+    }
+    // The first version's two records take one call each; the second version's record tries
+    // the first version first: 1 + 1 + 2.
+    assert_eq!(decrypts(&vault), 4);
+
+    // Encrypt still writes kube-kms's own format, and it reads back.
+    let sealed = v2_client
+        .encrypt(v2::EncryptRequest {
+            plaintext: vec![7; 32],
+            uid: "new".into(),
+        })
+        .await
+        .expect("encrypt")
+        .into_inner();
+    assert_eq!(*sealed.key_id, key_id_of(&versions[2].kid));
+    assert!(!sealed.annotations.contains_key(VERSION_ANNOTATION));
+
+    // A key_id that names no configured version: refused, no remote call.
+    vault.emulator.reset_counts();
+    let unknown = v2_client
+        .decrypt(v2::DecryptRequest {
+            ciphertext: v2_records[0].ciphertext.clone(),
+            uid: "go".into(),
+            key_id: key_id_of("https://elsewhere.vault.azure.net/keys/kek/0123"),
+            annotations: go_annotations(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::FailedPrecondition, "{unknown:?}");
+    assert_eq!(decrypts(&vault), 0);
+
+    // Tampered base64: InvalidArgument, no remote call.
+    let mut tampered = v2_records[0].ciphertext.clone();
+    tampered[5] = b'+';
+    let refused = v2_client
+        .decrypt(v2::DecryptRequest {
+            ciphertext: tampered.clone(),
+            uid: "go".into(),
+            key_id: v2_records[0].key_id.clone(),
+            annotations: go_annotations(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let refused = v1_client
+        .decrypt(v1beta1::DecryptRequest {
+            version: "v1beta1".into(),
+            cipher: tampered,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(decrypts(&vault), 0);
+
+    // An altered raw ciphertext reaches the service once and is refused as InvalidArgument.
+    let mut altered = v2_records[1].ciphertext.clone();
+    altered[100] ^= 1;
+    let refused = v2_client
+        .decrypt(v2::DecryptRequest {
+            ciphertext: altered,
+            uid: "go".into(),
+            key_id: v2_records[1].key_id.clone(),
+            annotations: go_annotations(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    plugin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_decrypts_of_one_record_make_one_remote_call() {
+    let vault = TestVault::key_vault(2048).await;
+    let go = GoPlugin::new(&vault);
+    let record = go
+        .newer(
+            &vault.first.version,
+            EncryptionAlgorithm::RsaOaep256,
+            &[5; 32],
+        )
+        .await;
+    let mut config = identity(
+        &vault,
+        "kube-kms",
+        [MINIMAL_PERMISSIONS.as_slice(), &[Permission::Decrypt]].concat(),
+    );
+    config.legacy_key_versions = vec![vault.first.version.clone()];
+    let provider = Arc::new(
+        AzureKeyVaultProvider::open_with_env(config, &AzureEnv::from_pairs(&[]))
+            .await
+            .expect("the provider opens"),
+    );
+    let dir = util::short_tempdir();
+    let unused = dir.path().join("unused-key-dir");
+    let plugin = util::TestPlugin::start_on(
+        dir,
+        unused,
+        Arc::new(Guarded::new(provider, GuardPolicy::DEFAULT)),
+        RotationPolicy::DEFAULT,
+    )
+    .await;
+    vault.emulator.reset_counts();
+    let key_id = key_id_of(&vault.first.kid);
+    let mut calls = Vec::new();
+    for _ in 0..16 {
+        let mut client = plugin.v2().await;
+        let request = v2::DecryptRequest {
+            ciphertext: record.clone(),
+            uid: "go".into(),
+            key_id: key_id.clone(),
+            annotations: go_annotations(),
+        };
+        calls.push(tokio::spawn(async move { client.decrypt(request).await }));
+    }
+    for call in calls {
+        let plaintext = call
+            .await
+            .expect("task")
+            .expect("decrypt")
+            .into_inner()
+            .plaintext;
+        assert_eq!(plaintext, vec![5; 32]);
+    }
+    assert_eq!(decrypts(&vault), 1);
+    plugin.stop().await;
+}
