@@ -13,6 +13,7 @@ mod util;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use kube_kms::lifecycle::stored_value::EncryptedObject;
 use kube_kms::proto::v1beta1::EncryptRequest as V1EncryptRequest;
@@ -47,9 +48,9 @@ fn rand_bytes(n: usize) -> Vec<u8> {
 fn v2_value(provider: &str, seed: &EncryptResponse) -> Vec<u8> {
     let object = EncryptedObject {
         encrypted_data: rand_bytes(120),
-        key_id: seed.key_id.clone(),
+        key_id: seed.key_id.to_string(),
         encrypted_dek_source: seed.ciphertext.clone(),
-        annotations: seed.annotations.clone(),
+        annotations: seed.annotations.as_ref().clone(),
         encrypted_dek_source_type: 1,
     };
     [
@@ -220,14 +221,14 @@ async fn census_counts_every_stored_format_over_many_pages() {
         .key_id("0123456789abcdef0123456789abcdef");
     let azure_seed = EncryptResponse {
         ciphertext: rand_bytes(256),
-        key_id: azure_key_id.clone(),
-        annotations: HashMap::from([
+        key_id: azure_key_id.clone().into(),
+        annotations: Arc::new(HashMap::from([
             ("version.azure.akv.io".to_owned(), b"1".to_vec()),
             (
                 "algorithm.azure.akv.io".to_owned(),
                 b"RSA-OAEP-256".to_vec(),
             ),
-        ]),
+        ])),
     };
     for i in 0..7 {
         entries.push((
@@ -237,7 +238,7 @@ async fn census_counts_every_stored_format_over_many_pages() {
     }
     // kube-kms's record shape under a key_id this configuration does not name.
     let stranger = EncryptResponse {
-        key_id: "f".repeat(64),
+        key_id: "f".repeat(64).into(),
         ..old_seed.clone()
     };
     for i in 0..3 {
@@ -289,7 +290,7 @@ async fn census_counts_every_stored_format_over_many_pages() {
     assert_eq!(report["schema"], "kube-kms/census/v1");
     assert_eq!(report["objects"], 2851, "{report:#}");
     assert_eq!(report["configuration"]["provider"], "local");
-    assert_eq!(report["configuration"]["current_key_id"], new_seed.key_id);
+    assert_eq!(report["configuration"]["current_key_id"], &*new_seed.key_id);
     assert_eq!(
         report["configuration"]["current_key_source"],
         "configuration"
@@ -522,14 +523,14 @@ async fn azure_latest_needs_the_current_key_id() {
     );
     let record = |version: &str| EncryptResponse {
         ciphertext: rand_bytes(61),
-        key_id: kek.key_id(version),
-        annotations: HashMap::from([
+        key_id: kek.key_id(version).into(),
+        annotations: Arc::new(HashMap::from([
             ("kek.kube-kms.io".to_owned(), rand_bytes(256)),
             (
                 "version.kube-kms.io".to_owned(),
                 version.as_bytes().to_vec(),
             ),
-        ]),
+        ])),
     };
     let (old_seed, new_seed) = (record(old), record(new));
     let mut entries = Vec::new();
