@@ -10,6 +10,8 @@
 //! Opening fails with one opaque error whatever went wrong (wrong key, bad tag, truncation), so
 //! the failure says nothing about the key.
 
+pub mod base64url;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aes_gcm::aead::{AeadInOut, KeyInit};

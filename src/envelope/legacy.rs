@@ -31,7 +31,6 @@
 
 use std::collections::HashMap;
 
-use zeroize::Zeroizing;
 
 use super::format::{self, FormatError};
 use crate::provider::{LegacyAlgorithm, LegacyCiphertext, LegacyLayout};
@@ -48,11 +47,6 @@ pub const INFORMATIONAL_ANNOTATIONS: [&str; 3] = [
 ];
 /// The RSA modulus lengths in bytes (RSA-2048, -3072, -4096) Key Vault offers.
 pub const RSA_LENGTHS: [usize; 3] = [256, 384, 512];
-
-/// The unpadded base64url length of `len` bytes.
-pub const fn base64url_len(len: usize) -> usize {
-    (len * 4).div_ceil(3)
-}
 
 /// Whether a v2 Decrypt's annotations are the Go plugin's.
 pub fn is_v2_record(annotations: &HashMap<String, Vec<u8>>) -> bool {
@@ -156,65 +150,9 @@ fn is_base64url(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
-fn sextet(b: u8) -> Option<u32> {
-    Some(u32::from(match b {
-        b'A'..=b'Z' => b - b'A',
-        b'a'..=b'z' => b - b'a' + 26,
-        b'0'..=b'9' => b - b'0' + 52,
-        b'-' => 62,
-        b'_' => 63,
-        _ => return None,
-    }))
-}
-
-/// Strict unpadded base64url (RFC 4648 §5): no padding, no whitespace, no other alphabet, and
-/// the unused bits of the last character zero, so that each byte string has one encoding.
-/// `None` for anything else. The output is wiped on drop: it may be a DEK.
-pub fn decode_base64url(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 3 / 4));
-    for chunk in text.chunks(4) {
-        let mut acc: u32 = 0;
-        for &b in chunk {
-            acc = (acc << 6) | sextet(b)?;
-        }
-        match chunk.len() {
-            4 => out.extend_from_slice(&acc.to_be_bytes()[1..]),
-            3 => {
-                if acc & 0b11 != 0 {
-                    return None;
-                }
-                out.extend_from_slice(&((acc >> 2) as u16).to_be_bytes());
-            }
-            2 => {
-                if acc & 0b1111 != 0 {
-                    return None;
-                }
-                out.push((acc >> 4) as u8);
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-/// Unpadded base64url of `bytes` (what the Go plugin sent to, or got from, Key Vault).
-pub fn encode_base64url(bytes: &[u8]) -> Zeroizing<String> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = Zeroizing::new(String::with_capacity(base64url_len(bytes.len())));
-    for chunk in bytes.chunks(3) {
-        let mut acc = 0u32;
-        for (i, &b) in chunk.iter().enumerate() {
-            acc |= u32::from(b) << (16 - 8 * i);
-        }
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((acc >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
-}
+pub use crate::crypto::base64url::{
+    decode as decode_base64url, encode as encode_base64url, encoded_len as base64url_len,
+};
 
 #[cfg(test)]
 mod tests {

@@ -288,7 +288,7 @@ impl LegacyCiphertext {
     pub fn plaintext_from(&self, decrypted: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
         let plaintext = match self.layout {
             LegacyLayout::Base64Url => zeroize::Zeroizing::new(decrypted.to_vec()),
-            LegacyLayout::Raw => crate::envelope::legacy::decode_base64url(decrypted)?,
+            LegacyLayout::Raw => crate::crypto::base64url::decode(decrypted)?,
         };
         let unverifiable =
             self.algorithm == LegacyAlgorithm::Rsa15 && self.layout == LegacyLayout::Base64Url;
