@@ -31,7 +31,6 @@
 
 use std::collections::HashMap;
 
-
 use super::format::{self, FormatError};
 use crate::provider::{LegacyAlgorithm, LegacyCiphertext, LegacyLayout};
 
