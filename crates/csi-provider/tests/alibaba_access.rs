@@ -722,6 +722,32 @@ async fn expired_sts_credentials_and_outages_have_their_codes() {
         "{message}"
     );
 
+    // Credentials refused as expired are not used again: the next Mount proves its identity
+    // afresh (a RAM role: a new AssumeRole).
+    let backend = fx.backend(AlibabaSettings {
+        role_arn: Some(fx.ram_role.clone()),
+        access_key_id: Some(PROVIDER_KEY.0.into()),
+        access_key_secret: Some(SecretString::from(PROVIDER_KEY.1)),
+        ..fx.alibaba()
+    });
+    backend
+        .mount(&input(objects, &[], &[], None), deadline(10))
+        .await
+        .unwrap();
+    fx.emulator.expire_sts_credentials();
+    let (found, _) = code(
+        backend
+            .mount(&input("- objectName: rot", &[], &[], None), deadline(10))
+            .await,
+    );
+    assert_eq!(found, Code::Unauthenticated);
+    let before = fx.emulator.counts("AssumeRole").succeeded;
+    backend
+        .mount(&input("- objectName: rot", &[], &[], None), deadline(10))
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(fx.emulator.counts("AssumeRole").succeeded, before + 1);
+
     // A 503 is retried; one that persists is UNAVAILABLE at the deadline.
     let keys = access_key(READER);
     fx.emulator.inject(

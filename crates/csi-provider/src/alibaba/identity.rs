@@ -537,6 +537,14 @@ impl IdentityResolver {
         lock(&self.slots).len()
     }
 
+    /// Drops `identity`'s credentials (a read with them was refused as expired or revoked), so
+    /// that the next request proves its identity afresh instead of using them until they
+    /// expire.
+    pub fn forget(&self, identity: &ResolvedIdentity) {
+        let dropped = lock(&self.slots).drain_where(|_, slot| slot.id == identity.credential_id);
+        drop(dropped);
+    }
+
     /// The identity the chain gives the pod of `input` for `spec`, proven before this returns
     /// (STS answered with this request's material, or its digest matches credentials that
     /// did and are still fresh). Fails at `deadline` at the latest.

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::cache::{ObjectCache, ReadRequest};
+use super::client::ReadFailure;
 use super::identity::{IdentityResolver, ResolvedIdentity};
 use super::spec::{AlibabaMountSpec, ObjectSpec, SpecSettings};
 use crate::azure::mount::Mounted;
@@ -106,11 +107,16 @@ impl AlibabaBackend {
             None => identity,
         };
         let (key, request) = ReadRequest::of(identity, object);
-        let fetched = self
-            .cache
-            .get(key, request, deadline)
-            .await
-            .map_err(|error| fail(ObjectFailure::Alibaba(Box::new(error))))?;
+        let fetched = match self.cache.get(key, request, deadline).await {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                if matches!(error.failure, ReadFailure::Unauthorized(_)) {
+                    // Credentials STS issued may be revoked (or expire) early: prove again.
+                    self.identities.forget(identity);
+                }
+                return Err(fail(ObjectFailure::Alibaba(Box::new(error))));
+            }
+        };
         let mut files = vec![OutputFile {
             path: object.file.clone(),
             mode,
