@@ -4,7 +4,12 @@
 //! The recorder is a trait so that the provider layer never depends on the metrics that
 //! implement it (`ops::metrics::Metrics`, which reads the envelope, which uses providers). It
 //! records only the operation, the outcome and the time: never a key version or wrapped bytes.
+//!
+//! A call whose future is dropped before it ends — cut off at its deadline by the guard outside,
+//! or abandoned with its gRPC request — may already have reached the key service, so it is recorded too, as
+//! `Unavailable`: exactly what the guard answers for it.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,14 +45,52 @@ impl Instrumented {
         Self { inner, recorder }
     }
 
-    fn record<T>(
+    /// Runs `call` as `operation`, recording its outcome, or `Unavailable` if it is dropped first.
+    async fn recorded<T>(
         &self,
         operation: &'static str,
-        started: Instant,
-        result: &Result<T, ProviderError>,
-    ) {
+        call: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let mut pending = PendingCall {
+            recorder: &*self.recorder,
+            operation,
+            started: Instant::now(),
+            ended: false,
+        };
+        let result = call.await;
+        pending.end(result.as_ref().map(|_| ()));
+        result
+    }
+}
+
+/// One call on its way; dropped before [`PendingCall::end`], it records itself as abandoned.
+struct PendingCall<'a> {
+    recorder: &'a dyn CallRecorder,
+    operation: &'static str,
+    started: Instant,
+    ended: bool,
+}
+
+impl PendingCall<'_> {
+    fn end(&mut self, result: Result<(), &ProviderError>) {
+        self.ended = true;
         self.recorder
-            .record_call(operation, result.as_ref().map(|_| ()), started.elapsed());
+            .record_call(self.operation, result, self.started.elapsed());
+    }
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let abandoned = ProviderError::Unavailable {
+                operation: self.operation.to_owned(),
+                source: Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the call was abandoned before the key service answered",
+                )),
+            };
+            self.end(Err(&abandoned));
+        }
     }
 }
 
@@ -66,10 +109,7 @@ impl KeyProvider for Instrumented {
     }
 
     async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.refresh().await;
-        self.record("refresh", started, &result);
-        result
+        self.recorded("refresh", self.inner.refresh()).await
     }
 
     async fn current_key(&self) -> Option<KeyVersion> {
@@ -77,27 +117,20 @@ impl KeyProvider for Instrumented {
     }
 
     async fn wrap(&self, key: &KeyVersion, kek: &SecretKey) -> Result<Vec<u8>, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.wrap(key, kek).await;
-        self.record("wrap", started, &result);
-        result
+        self.recorded("wrap", self.inner.wrap(key, kek)).await
     }
 
     async fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<SecretKey, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.unwrap(version, wrapped).await;
-        self.record("unwrap", started, &result);
-        result
+        self.recorded("unwrap", self.inner.unwrap(version, wrapped))
+            .await
     }
 
     async fn decrypt_legacy(
         &self,
         record: &LegacyCiphertext,
     ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.decrypt_legacy(record).await;
-        self.record("decrypt", started, &result);
-        result
+        self.recorded("decrypt", self.inner.decrypt_legacy(record))
+            .await
     }
 
     fn check_legacy(&self, record: &LegacyCiphertext) -> Result<(), ProviderError> {
@@ -111,5 +144,86 @@ impl KeyProvider for Instrumented {
 
     async fn health(&self) -> ProviderHealth {
         self.inner.health().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service that answers every unwrap at once, or never.
+    struct Service {
+        hangs: bool,
+    }
+
+    #[async_trait]
+    impl KeyProvider for Service {
+        fn kind(&self) -> &'static str {
+            "service"
+        }
+        async fn refresh(&self) -> Result<KeyVersion, ProviderError> {
+            unreachable!("not used")
+        }
+        async fn current_key(&self) -> Option<KeyVersion> {
+            None
+        }
+        async fn wrap(&self, _: &KeyVersion, _: &SecretKey) -> Result<Vec<u8>, ProviderError> {
+            unreachable!("not used")
+        }
+        async fn unwrap(&self, _: &str, _: &[u8]) -> Result<SecretKey, ProviderError> {
+            if self.hangs {
+                std::future::pending::<()>().await;
+            }
+            Ok(SecretKey::from_slice(&[7; 32]).unwrap())
+        }
+        async fn health(&self) -> ProviderHealth {
+            ProviderHealth::Ok
+        }
+    }
+
+    /// Every call recorded, as (operation, error kind or "ok").
+    #[derive(Default)]
+    struct Recorded(std::sync::Mutex<Vec<(&'static str, String)>>);
+
+    impl CallRecorder for Recorded {
+        fn record_call(
+            &self,
+            operation: &'static str,
+            result: Result<(), &ProviderError>,
+            _: Duration,
+        ) {
+            let outcome = match result {
+                Ok(()) => "ok".to_owned(),
+                Err(ProviderError::Unavailable { .. }) => "unavailable".to_owned(),
+                Err(other) => format!("{other:?}"),
+            };
+            self.0.lock().unwrap().push((operation, outcome));
+        }
+    }
+
+    fn instrumented(hangs: bool) -> (Instrumented, Arc<Recorded>) {
+        let recorder = Arc::new(Recorded::default());
+        let provider = Instrumented::new(Arc::new(Service { hangs }), Arc::clone(&recorder));
+        (provider, recorder)
+    }
+
+    #[tokio::test]
+    async fn a_call_that_ends_is_recorded_once_with_its_outcome() {
+        let (provider, recorder) = instrumented(false);
+        provider.unwrap("1", b"w").await.expect("unwrap");
+        assert_eq!(*recorder.0.lock().unwrap(), [("unwrap", "ok".to_owned())]);
+    }
+
+    /// Regression: the guard outside cuts a call off at its deadline by dropping it, and such
+    /// calls — every one of them during a slow outage — never reached the metrics.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_cut_off_at_its_deadline_is_recorded_as_unavailable() {
+        let (provider, recorder) = instrumented(true);
+        let cut = tokio::time::timeout(Duration::from_secs(1), provider.unwrap("1", b"w")).await;
+        assert!(cut.is_err(), "the service never answers");
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            [("unwrap", "unavailable".to_owned())]
+        );
     }
 }
