@@ -9,6 +9,15 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+/// What a successful Mount returns, whichever backend served it.
+#[derive(Debug, Default)]
+pub struct Mounted {
+    /// Every file, in the class's object order.
+    pub files: Vec<OutputFile>,
+    /// Every object's version, in the same order.
+    pub versions: Vec<ObjectVersion>,
+}
+
 /// One file for the driver to write.
 pub struct OutputFile {
     /// The path relative to the volume, as the driver requires it (see [`check_path`]).

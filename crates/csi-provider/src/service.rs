@@ -15,8 +15,9 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::alibaba::mount::AlibabaBackend;
-use crate::azure::mount::{AzureBackend, Mounted};
+use crate::azure::mount::AzureBackend;
 use crate::errors::{MountError, to_status};
+use crate::files::Mounted;
 use crate::metrics::Metrics;
 use crate::proto::v1alpha1::csi_driver_provider_server::CsiDriverProvider;
 use crate::proto::v1alpha1::{

@@ -21,8 +21,8 @@ use alibaba_emulator::{
     RunningEmulator, SecretSpec, SecretVersionSpec,
 };
 use csi_provider::alibaba::mount::AlibabaBackend;
-use csi_provider::azure::mount::Mounted;
 use csi_provider::errors::MountError;
+use csi_provider::files::Mounted;
 use csi_provider::metrics::Metrics;
 use csi_provider::request::{MountInput, NodePublishSecrets, PodInfo, ServiceAccountTokens};
 use csi_provider::wiring::{self, AlibabaSettings, Settings};

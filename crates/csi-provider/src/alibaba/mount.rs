@@ -19,8 +19,8 @@ use super::cache::{ObjectCache, ReadRequest};
 use super::client::ReadFailure;
 use super::identity::{IdentityResolver, ResolvedIdentity};
 use super::spec::{AlibabaMountSpec, ObjectSpec, SpecSettings};
-use crate::azure::mount::Mounted;
 use crate::errors::{MountError, ObjectFailure};
+use crate::files::Mounted;
 use crate::files::{ObjectVersion, OutputFile};
 use crate::request::MountInput;
 

@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use tokio::time::Instant;
 
 use crate::errors::{MountError, ObjectFailure};
-use crate::files::{ObjectVersion, OutputFile};
+use crate::files::{Mounted, ObjectVersion, OutputFile};
 use crate::request::MountInput;
 
 use super::cache::ObjectCache;
@@ -21,15 +21,6 @@ use super::content::{RenderOptions, object_version, render};
 use super::fetched::{Fetched, VersionItem};
 use super::identity::{IdentityResolver, ResolvedIdentity};
 use super::spec::{AzureMountSpec, ObjectFormat, ObjectKind, ObjectSpec, VaultName};
-
-/// What a successful Mount returns.
-#[derive(Debug, Default)]
-pub struct Mounted {
-    /// Every file, in the class's object order.
-    pub files: Vec<OutputFile>,
-    /// Every object's version, in the same order.
-    pub versions: Vec<ObjectVersion>,
-}
 
 /// The Azure Key Vault backend.
 pub struct AzureBackend {
