@@ -43,7 +43,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::azure::identity::{Lru, lock};
+use crate::lru::{Lru, lock};
 
 /// How long entries live and how much the cache holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jmes;
+mod lru;
 pub mod metrics;
 pub mod proto;
 pub mod request;

@@ -41,7 +41,7 @@ use super::client::{
     AlibabaClient, CallError, Credentials, ServiceAnswer, Verdict, seconds_up, shortened,
 };
 use super::spec::{AlibabaMountSpec, RoleArn};
-use crate::azure::identity::{Lru, lock};
+use crate::lru::{Lru, lock};
 use crate::request::MountInput;
 
 /// The audience of the service-account token RRSA exchanges.

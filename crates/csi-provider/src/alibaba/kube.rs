@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::identity::{ROLE_ARN_ANNOTATION, ServiceAccountRoles};
-use crate::azure::identity::{Lru, lock};
+use crate::lru::{Lru, lock};
 
 /// Where the provider's own service-account token and the cluster's CA are, in a pod.
 pub const IN_CLUSTER_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";

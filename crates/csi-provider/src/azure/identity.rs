@@ -19,13 +19,12 @@
 //! only, never an Entra ID or IMDS answer's text. Never reads a file outside the cloud
 //! environment directory, and never echoes a file's content.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use azure_access::Credential;
@@ -40,6 +39,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::spec::{AzureMountSpec, CloudChoice, IdentityMode};
+use crate::lru::{Lru, lock};
 use crate::request::MountInput;
 
 /// The audience of the service-account token workload identity exchanges.
@@ -946,99 +946,6 @@ fn is_dns_name(name: &str) -> bool {
         })
 }
 
-/// Locks `mutex`; a panic elsewhere while it was held leaves a cache that is still consistent.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A map of at most `capacity` entries that drops the least recently used one when full.
-/// Lookups and inserts are O(1) except an insert into a full map, which scans it (the maps are
-/// small: credentials, vault clients, cached objects).
-pub(crate) struct Lru<K, V> {
-    entries: HashMap<K, (V, u64)>,
-    tick: u64,
-    capacity: usize,
-}
-
-impl<K: Eq + Hash + Clone, V> Lru<K, V> {
-    /// An empty map holding at most `capacity` (at least 1) entries.
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            entries: HashMap::new(),
-            tick: 0,
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// The entry for `key`, marked as used.
-    pub(crate) fn get(&mut self, key: &K) -> Option<&V> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.entries.get_mut(key).map(|(value, used)| {
-            *used = tick;
-            &*value
-        })
-    }
-
-    /// The entry for `key`, not marked as used.
-    pub(crate) fn peek(&self, key: &K) -> Option<&V> {
-        self.entries.get(key).map(|(value, _)| value)
-    }
-
-    /// Inserts or replaces; returns the replaced and evicted values, for the caller to drop
-    /// (outside its lock).
-    pub(crate) fn insert(&mut self, key: K, value: V) -> Vec<V> {
-        self.tick += 1;
-        let mut dropped: Vec<V> = self
-            .entries
-            .insert(key, (value, self.tick))
-            .map(|(old, _)| old)
-            .into_iter()
-            .collect();
-        while self.entries.len() > self.capacity {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(key, _)| key.clone());
-            match oldest.and_then(|key| self.entries.remove(&key)) {
-                Some((value, _)) => dropped.push(value),
-                None => break,
-            }
-        }
-        dropped
-    }
-
-    /// Removes `key`'s entry.
-    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
-        self.entries.remove(key).map(|(value, _)| value)
-    }
-
-    /// Removes the entries `keep` refuses; returns them for the caller to drop.
-    pub(crate) fn drain_where(&mut self, mut drop_it: impl FnMut(&K, &V) -> bool) -> Vec<V> {
-        let doomed: Vec<K> = self
-            .entries
-            .iter()
-            .filter(|(key, (value, _))| drop_it(key, value))
-            .map(|(key, _)| key.clone())
-            .collect();
-        doomed
-            .iter()
-            .filter_map(|key| self.entries.remove(key).map(|(value, _)| value))
-            .collect()
-    }
-
-    /// How many entries there are.
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Removes every entry; returns them for the caller to drop.
-    pub(crate) fn clear(&mut self) -> Vec<V> {
-        self.entries.drain().map(|(_, (value, _))| value).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1290,19 +1197,5 @@ mod tests {
             "service principal (client c, tenant t) was refused a token for Key Vault (HTTP 401)"
         );
         assert!(std::error::Error::source(&error).is_some());
-    }
-
-    #[test]
-    fn the_lru_drops_the_least_recently_used_entry() {
-        let mut lru = Lru::new(2);
-        assert!(lru.insert("a", 1).is_empty());
-        assert!(lru.insert("b", 2).is_empty());
-        assert_eq!(lru.get(&"a"), Some(&1));
-        assert_eq!(lru.insert("c", 3), vec![2], "b was used least recently");
-        assert_eq!(lru.insert("a", 10), vec![1], "a replaced");
-        assert_eq!(lru.peek(&"c"), Some(&3));
-        assert_eq!(lru.drain_where(|_, value| *value > 5), vec![10]);
-        assert_eq!(lru.len(), 1);
-        assert_eq!(lru.clear(), vec![3]);
     }
 }

@@ -40,9 +40,10 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::fetched::{FetchedCert, FetchedKey, FetchedSecret, VersionItem};
-use super::identity::{Lru, ResolvedIdentity, lock};
+use super::identity::ResolvedIdentity;
 use super::spec::{ObjectKind, VaultName};
 use crate::azure::fetched::Fetched;
+use crate::lru::{Lru, lock};
 
 /// How vault reads are made.
 #[derive(Debug, Clone)]
