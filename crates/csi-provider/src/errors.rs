@@ -21,8 +21,9 @@ use crate::alibaba::client::{AlibabaError, ReadFailure};
 use crate::alibaba::identity::IdentityError as AlibabaIdentityError;
 use crate::azure::content::ContentError;
 use crate::azure::identity::IdentityError;
-use crate::azure::spec::{ObjectSpec, SpecError};
+use crate::azure::spec::ObjectSpec;
 use crate::azure::vault::VaultError;
+use crate::class::SpecError;
 use crate::jmes::JsonFieldError;
 use crate::request::RequestError;
 

@@ -229,7 +229,7 @@ fn check_alibaba(parameters: &BTreeMap<String, String>) {
         );
         for field in &object.json_fields {
             assert!(
-                crate::jmes::check_path(&field.path).is_ok(),
+                crate::jmes::check_expression(&field.path).is_ok(),
                 "{:?}",
                 field.path
             );

@@ -1,8 +1,9 @@
 //! Fields of a JSON secret, picked out with JMESPath: what a `jmesPath` entry of an object writes
-//! to its own file. Backend-independent (the Azure and Alibaba backends share it), and the same
-//! rule as AWS's and Alibaba's providers: a string result is written raw (no quotes), anything
-//! else as compact JSON, and a result of `null` (nothing matched) is an error rather than an
-//! empty file.
+//! to its own file, and the limits an expression in a class must keep. Backend-independent (the
+//! Azure and Alibaba backends share it). A string result is written raw (no quotes), as AWS's
+//! and Alibaba's providers write it; where they refuse any other result, kube-kms writes it as
+//! compact JSON, so every class that works with theirs writes the same files here. A result of
+//! `null` (nothing matched) is an error rather than an empty file.
 //!
 //! The JSON is a secret's value: no error says anything about it beyond where parsing stopped
 //! (line and column) or which types a function was given. The output is a zeroizing buffer; the
@@ -69,10 +70,37 @@ impl fmt::Display for JsonFieldError {
 
 impl std::error::Error for JsonFieldError {}
 
-/// Checks that `path` is a JMESPath expression, without evaluating it (for validating a
-/// SecretProviderClass before any secret is fetched).
-pub fn check_path(path: &str) -> Result<(), JsonFieldError> {
-    compile(path).map(|_| ())
+/// The most `jmesPath` entries one object may have.
+pub const MAX_JSON_FIELDS: usize = 100;
+
+/// The longest `jmesPath` expression, in bytes.
+pub const MAX_JMESPATH_BYTES: usize = 1024;
+
+/// The most nesting constructs (`(`, `[`, `{`, `!`, `&`, `*`, `?`) one expression may hold: the
+/// `jmespath` parser recurses on each, and a Tokio worker's stack must survive any class.
+pub const MAX_JMESPATH_NESTING: usize = 32;
+
+/// Checks a class's expression before any secret is fetched: within [`MAX_JMESPATH_BYTES`] and
+/// [`MAX_JMESPATH_NESTING`], and compiling. The error is the end of a sentence that starts with
+/// the expression ("… is longer than …", "… does not compile: …").
+pub fn check_expression(path: &str) -> Result<(), String> {
+    if path.len() > MAX_JMESPATH_BYTES {
+        return Err(format!(
+            "is longer than the {MAX_JMESPATH_BYTES} bytes an expression may have"
+        ));
+    }
+    let nesting = path.bytes().filter(|b| b"([{!&*?".contains(b)).count();
+    if nesting > MAX_JMESPATH_NESTING {
+        return Err(format!(
+            "has more than {MAX_JMESPATH_NESTING} brackets, negations, wildcards and filters"
+        ));
+    }
+    jmespath::compile(path).map(drop).map_err(|error| {
+        format!(
+            "does not compile: {} at column {}",
+            error.reason, error.column
+        )
+    })
 }
 
 /// Evaluates `path` against the JSON document `json` and returns the file contents: a string
@@ -191,8 +219,12 @@ mod tests {
             matches!(&error, JsonFieldError::InvalidPath { path, .. } if path == "a.["),
             "{error:?}"
         );
-        assert!(check_path("a.[").is_err());
-        assert!(check_path("a.b[0]").is_ok());
+        assert!(
+            check_expression("a.[")
+                .unwrap_err()
+                .starts_with("does not compile")
+        );
+        assert_eq!(check_expression("a.b[0]"), Ok(()));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod alibaba;
 pub mod azure;
 pub mod cache;
+pub mod class;
 pub mod errors;
 pub mod files;
 #[doc(hidden)]

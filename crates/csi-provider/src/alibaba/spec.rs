@@ -17,8 +17,10 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-pub use crate::azure::spec::SpecError;
+pub use crate::class::SpecError;
+use crate::class::{MAX_OBJECTS, MAX_OUTPUT_FILES};
 use crate::files::{self, quoted};
+use crate::jmes::{self, MAX_JSON_FIELDS};
 
 /// The class parameters an Alibaba mount reads.
 pub mod params {
@@ -41,7 +43,7 @@ pub mod fields {
     /// The fields both providers' classes spell alike: `objectName` (a name or an ARN here),
     /// `objectType` (`kms`, the default, or `oos`), `objectAlias`, `objectVersion` (KMS: a
     /// `VersionId`; OOS, kube-kms: a `ParameterVersion` 1-100), `jmesPath`.
-    pub use crate::azure::spec::fields::{
+    pub use crate::class::fields::{
         JMES_PATH, OBJECT_ALIAS, OBJECT_NAME, OBJECT_TYPE, OBJECT_VERSION,
     };
 
@@ -67,16 +69,10 @@ pub mod fields {
     ];
 }
 
-/// The limits every class has, whichever provider reads it: objects per class, `jmesPath`
-/// entries per object, files per mount, bytes per `jmesPath` expression.
-pub use crate::azure::spec::{MAX_JMESPATH_BYTES, MAX_JSON_FIELDS, MAX_OBJECTS, MAX_OUTPUT_FILES};
 /// The longest `objectName` (a name or an ARN), in bytes.
 pub const MAX_NAME_BYTES: usize = 1024;
 /// The longest `objectVersion` or `objectVersionLabel`, in bytes.
 pub const MAX_VERSION_BYTES: usize = 128;
-/// The deepest bracket and parenthesis nesting a `jmesPath` expression may have: its parser
-/// recurses on each level.
-pub const MAX_JMESPATH_DEPTH: usize = 16;
 /// The highest OOS `ParameterVersion`.
 pub const MAX_PARAMETER_VERSION: u32 = 100;
 /// The DNS suffix every endpoint must be under, besides the operator's allowed suffixes.
@@ -731,7 +727,7 @@ fn parse_json_fields(
                 .text(fields::PATH)
                 .map_err(|reason| format!("jmesPath[{i}]: {reason}"))?
                 .ok_or_else(|| format!("jmesPath[{i}]: Path must be specified for JMES object"))?;
-            check_expression(&path)
+            jmes::check_expression(&path)
                 .map_err(|reason| format!("jmesPath[{i}].path {}: {reason}", quoted(&path)))?;
             let alias = entry
                 .text(fields::OBJECT_ALIAS)
@@ -746,40 +742,6 @@ fn parse_json_fields(
             })
         })
         .collect()
-}
-
-/// A JMESPath expression within the size and depth limits that compiles.
-fn check_expression(path: &str) -> Result<(), String> {
-    if path.len() > MAX_JMESPATH_BYTES {
-        return Err(format!(
-            "is longer than the {MAX_JMESPATH_BYTES} bytes an expression may have"
-        ));
-    }
-    let mut depth = 0usize;
-    let mut deepest = 0usize;
-    for byte in path.bytes() {
-        match byte {
-            b'(' | b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    let unary = path.bytes().filter(|b| matches!(b, b'!' | b'&')).count();
-    if deepest + unary > MAX_JMESPATH_DEPTH {
-        return Err(format!(
-            "nests brackets, negations and expression references deeper than \
-             {MAX_JMESPATH_DEPTH}"
-        ));
-    }
-    crate::jmes::check_path(path).map_err(|error| match error {
-        crate::jmes::JsonFieldError::InvalidPath { reason, .. } => {
-            format!("is not a valid JMESPath expression: {reason}")
-        }
-        other => other.to_string(),
-    })
 }
 
 /// The files all objects write: each a path the driver accepts, no path written twice (an
@@ -1103,7 +1065,7 @@ mod tests {
             (
                 "- objectName: a\n  jmesPath:\n    - path: 'a.['\n      objectAlias: u",
                 "jmesPath",
-                "not a valid JMESPath",
+                "does not compile",
             ),
             (
                 "- objectName: a\n  objectAlias: ../etc/passwd\n  pathTranslation: x",
@@ -1233,8 +1195,8 @@ mod tests {
         let (_, reason) = error(parse(&format!(
             "- objectName: a\n  jmesPath:\n    - path: '{deep}'\n      objectAlias: u"
         )));
-        assert!(reason.contains("deeper"), "{reason}");
-        let long = "a".repeat(MAX_JMESPATH_BYTES + 1);
+        assert!(reason.contains("has more than 32 brackets"), "{reason}");
+        let long = "a".repeat(jmes::MAX_JMESPATH_BYTES + 1);
         let (_, reason) = error(parse(&format!(
             "- objectName: a\n  jmesPath:\n    - path: {long}\n      objectAlias: u"
         )));

@@ -12,7 +12,10 @@ use azure_access::cloud::CloudName;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+pub use crate::class::SpecError;
+use crate::class::{MAX_OBJECTS, MAX_OUTPUT_FILES};
 use crate::files::{self, quoted};
+use crate::jmes::{self, MAX_JSON_FIELDS};
 
 /// A vault's name (`keyvaultName`): 3–24 of `[-A-Za-z0-9]`, as Key Vault allows. Its host is
 /// `<name>.<the cloud's vault suffix>`; nothing else in a request names a host.
@@ -186,33 +189,6 @@ impl ObjectSpec {
     }
 }
 
-/// A SecretProviderClass parameter or object field is wrong. `Display` names the object (by
-/// index and name when it has one) and the field, says what was expected, and never echoes a
-/// credential.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SpecError {
-    /// A class parameter (e.g. `keyvaultName`) is missing or invalid.
-    Parameter {
-        /// The parameter's key.
-        key: &'static str,
-        /// The whole message, naming the key (in Azure's provider's words where it has them):
-        /// what is wrong and what is expected.
-        reason: String,
-    },
-    /// An object's field is invalid.
-    Object {
-        /// The object's position in `objects`, from 0.
-        index: usize,
-        /// Its `objectName`, when it has a valid one.
-        name: Option<String>,
-        /// The field (e.g. `objectEncoding`).
-        field: &'static str,
-        /// The message after the object's position and name, naming the field (in Azure's
-        /// provider's words where it has them): what is wrong and what is expected.
-        reason: String,
-    },
-}
-
 /// The class parameters an Azure mount reads, as a SecretProviderClass spells them.
 pub mod params {
     /// The vault objects come from (required).
@@ -242,14 +218,13 @@ pub mod params {
 /// The fields of one object in `objects`. Any other field is ignored, as Azure's provider
 /// ignores it.
 pub mod fields {
-    /// The vault object's name (required).
-    pub const OBJECT_NAME: &str = "objectName";
-    /// `secret`, `key` or `cert` (required, case-sensitive).
-    pub const OBJECT_TYPE: &str = "objectType";
-    /// The file's path in the volume, instead of the name.
-    pub const OBJECT_ALIAS: &str = "objectAlias";
-    /// A version; empty or `latest` for the newest.
-    pub const OBJECT_VERSION: &str = "objectVersion";
+    /// Shared with every backend: `objectName`, `objectType` (`secret`, `key` or `cert`,
+    /// case-sensitive), `objectAlias`, `objectVersion` (empty or `latest` for the newest) and
+    /// (kube-kms) `jmesPath`.
+    pub use crate::class::fields::{
+        JMES_PATH, OBJECT_ALIAS, OBJECT_NAME, OBJECT_TYPE, OBJECT_VERSION,
+    };
+
     /// How many versions to write, newest first, as `<file>/0`, `<file>/1`, …
     pub const OBJECT_VERSION_HISTORY: &str = "objectVersionHistory";
     /// `pem`, `pfx` or (kube-kms) `tls`.
@@ -260,8 +235,6 @@ pub mod fields {
     pub const FILE_PERMISSION: &str = "filePermission";
     /// (kube-kms) The object's own vault.
     pub const KEYVAULT_NAME: &str = "keyvaultName";
-    /// (kube-kms) Fields of a JSON secret, each to its own file: a list of `{path, objectAlias}`.
-    pub const JMES_PATH: &str = "jmesPath";
     /// (kube-kms) The secret whose value becomes the mounted PFX's password.
     pub const PFX_PASSWORD_SECRET_NAME: &str = "pfxPasswordSecretName";
 
@@ -281,25 +254,8 @@ pub mod fields {
     ];
 }
 
-/// The most objects one class may list: each is at least one vault call per mount.
-pub const MAX_OBJECTS: usize = 1000;
-
 /// The highest `objectVersionHistory`: each version is a vault call and a file per mount.
 pub const MAX_VERSION_HISTORY: u32 = 100;
-
-/// The most `jmesPath` entries one object may have.
-pub const MAX_JSON_FIELDS: usize = 100;
-
-/// The most files one class's objects may name (versions, `tls` files and `jmesPath` fields
-/// included); the driver takes at most 4 MiB of them in one response anyway.
-pub const MAX_OUTPUT_FILES: usize = 10_000;
-
-/// The longest `jmesPath` expression, in bytes.
-pub const MAX_JMESPATH_BYTES: usize = 1024;
-
-/// The most nesting constructs (`(`, `[`, `{`, `!`, `&`, `*`, `?`) one `jmesPath` expression
-/// may hold: the `jmespath` parser recurses on each, and a small stack must survive any class.
-const MAX_JMESPATH_NESTING: usize = 32;
 
 /// The names of the files a `tls` object writes in its directory.
 pub const TLS_FILES: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
@@ -991,7 +947,7 @@ fn parse_json_fields(
             if path.is_empty() {
                 return Err(format!("jmesPath[{i}].path is not provided"));
             }
-            check_jmespath(path)
+            jmes::check_expression(path)
                 .map_err(|reason| format!("jmesPath[{i}].path {}: {reason}", quoted(path)))?;
             let alias = trimmed(&entry.alias);
             if alias.is_empty() {
@@ -1004,27 +960,6 @@ fn parse_json_fields(
             })
         })
         .collect()
-}
-
-/// A JMESPath expression the `jmespath` crate compiles, within the size and nesting limits.
-fn check_jmespath(path: &str) -> Result<(), String> {
-    if path.len() > MAX_JMESPATH_BYTES {
-        return Err(format!(
-            "is longer than the {MAX_JMESPATH_BYTES} bytes an expression may have"
-        ));
-    }
-    let nesting = path.bytes().filter(|b| b"([{!&*?".contains(b)).count();
-    if nesting > MAX_JMESPATH_NESTING {
-        return Err(format!(
-            "has more than {MAX_JMESPATH_NESTING} brackets, negations, wildcards and filters"
-        ));
-    }
-    jmespath::compile(path).map(drop).map_err(|error| {
-        format!(
-            "does not compile: {} at column {}",
-            error.reason, error.column
-        )
-    })
 }
 
 /// The files all objects write: each passes the driver's path rules, no two objects write the
@@ -1107,28 +1042,6 @@ fn check_outputs(objects: &[ObjectSpec]) -> Result<(), SpecError> {
     }
     Ok(())
 }
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Parameter { reason, .. } => f.write_str(reason),
-            Self::Object {
-                index,
-                name: Some(name),
-                reason,
-                ..
-            } => write!(f, "object {index} ({name:?}): {reason}"),
-            Self::Object {
-                index,
-                name: None,
-                reason,
-                ..
-            } => write!(f, "object {index}: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for SpecError {}
 
 #[cfg(test)]
 mod tests {
@@ -1955,7 +1868,7 @@ mod tests {
             .stack_size(256 * 1024)
             .spawn(move || {
                 for path in worst {
-                    let _ = check_jmespath(&path);
+                    let _ = jmes::check_expression(&path);
                 }
             })
             .unwrap()
