@@ -766,8 +766,9 @@ enum Network {
     Host,
 }
 
-/// Checks a Linux DaemonSet as rendered, with its service account.
-fn check_linux_daemonset(documents: &[Value], network: Network, origin: &str) {
+/// Checks a Linux DaemonSet serving `provider` (`azure`, `alibabacloud`) as rendered, with its
+/// service account.
+fn check_linux_daemonset(documents: &[Value], network: Network, provider: &str, origin: &str) {
     let flags = binary_flags();
     let (image, binary) = released_image();
     let daemonset = only(documents, "DaemonSet", origin);
@@ -785,9 +786,16 @@ fn check_linux_daemonset(documents: &[Value], network: Network, origin: &str) {
         account,
         "{origin}: the pod's service account"
     );
+    // Only the Alibaba backend calls the Kubernetes API (ServiceAccount annotations).
     assert_eq!(
-        pod["automountServiceAccountToken"], false,
-        "{origin}: no API token"
+        pod["automountServiceAccountToken"],
+        provider == "alibabacloud",
+        "{origin}: an API token only for provider alibabacloud"
+    );
+    assert_eq!(
+        service_account["automountServiceAccountToken"],
+        provider == "alibabacloud",
+        "{origin}: the service account agrees with the pod"
     );
     assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux", "{origin}");
     let tolerates_all = pod["tolerations"]
@@ -853,13 +861,18 @@ fn check_linux_daemonset(documents: &[Value], network: Network, origin: &str) {
     );
 
     let args = arguments(container, &flags, origin);
+    assert_eq!(
+        args.get("--provider").map_or("azure", String::as_str),
+        provider,
+        "{origin}: --provider"
+    );
     let socket = args
         .get("--socket")
         .map_or(csi_provider::DEFAULT_SOCKET, String::as_str);
     assert_eq!(
         socket,
-        format!("{LINUX_PROVIDERS_DIR}/azure.sock"),
-        "{origin}: the socket the driver dials for provider azure"
+        format!("{LINUX_PROVIDERS_DIR}/{provider}.sock"),
+        "{origin}: the socket the driver dials for provider {provider}"
     );
     let mounted = container["volumeMounts"]
         .as_array()
@@ -958,7 +971,7 @@ fn the_install_renders_the_daemonset_as_the_binary_and_image_expect_it() {
         BTreeSet::from(["DaemonSet", "ServiceAccount"]),
         "the install holds the provider only (no examples, no Windows DaemonSet)"
     );
-    check_linux_daemonset(&rendered, Network::Pod, "deploy/csi-provider");
+    check_linux_daemonset(&rendered, Network::Pod, "azure", "deploy/csi-provider");
     let daemonset = only(&rendered, "DaemonSet", "deploy/csi-provider");
     let annotations = &daemonset["spec"]["template"]["metadata"]["annotations"];
     let pod = &daemonset["spec"]["template"]["spec"];
@@ -974,11 +987,74 @@ fn the_install_renders_the_daemonset_as_the_binary_and_image_expect_it() {
 #[test]
 fn the_host_network_variant_keeps_the_health_listener_on_the_nodes_loopback() {
     let rendered = kustomize("host-network");
-    check_linux_daemonset(&rendered, Network::Host, "deploy/csi-provider/host-network");
+    check_linux_daemonset(
+        &rendered,
+        Network::Host,
+        "azure",
+        "deploy/csi-provider/host-network",
+    );
     let daemonset = only(&rendered, "DaemonSet", "host-network");
     assert_eq!(
         daemonset["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirstWithHostNet",
         "cluster DNS from the node's network"
+    );
+}
+
+#[test]
+fn the_alibabacloud_variant_serves_its_own_socket_and_may_read_only_service_accounts() {
+    let origin = "deploy/csi-provider/alibabacloud";
+    let rendered = kustomize("alibabacloud");
+    check_linux_daemonset(&rendered, Network::Pod, "alibabacloud", origin);
+
+    // Beside the `azure` install on the same cluster: no name and no pod selector in common.
+    let base = kustomize(".");
+    let alibaba = only(&rendered, "DaemonSet", origin);
+    let azure = only(&base, "DaemonSet", "deploy/csi-provider");
+    assert_ne!(name(alibaba), name(azure), "{origin}: its own DaemonSet");
+    let selector = |daemonset: &Value| daemonset["spec"]["selector"]["matchLabels"].clone();
+    assert_ne!(selector(alibaba), selector(azure), "{origin}: its own pods");
+    let template_labels = &alibaba["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in selector(alibaba).as_object().expect("matchLabels") {
+        assert_eq!(
+            &template_labels[key], value,
+            "{origin}: the selector matches its pods"
+        );
+    }
+
+    // `get` on ServiceAccounts, bound to the pod's own service account, and nothing more.
+    let account = only(&rendered, "ServiceAccount", origin);
+    let role = only(&rendered, "ClusterRole", origin);
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}]),
+        "{origin}: read ServiceAccounts only"
+    );
+    let binding = only(&rendered, "ClusterRoleBinding", origin);
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole", "{origin}");
+    assert_eq!(
+        binding["roleRef"]["name"].as_str(),
+        Some(name(role)),
+        "{origin}"
+    );
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{
+            "kind": "ServiceAccount",
+            "name": name(account),
+            "namespace": account["metadata"]["namespace"],
+        }]),
+        "{origin}: bound to the provider's own service account"
+    );
+    let kinds: BTreeSet<&str> = rendered.iter().map(kind).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "DaemonSet",
+            "ServiceAccount"
+        ]),
+        "{origin}"
     );
 }
 
