@@ -553,37 +553,22 @@ fn parse_object(
             id: version_text.clone(),
             stage: label,
         },
-        ObjectType::Oos => {
-            if label.is_some() {
-                return Err(named(
-                    fields::OBJECT_VERSION_LABEL,
-                    "objectVersionLabel is a KMS version stage; an oos parameter has none (use \
-                     objectVersion for a ParameterVersion)"
-                        .to_owned(),
-                ));
-            }
-            match &version_text {
-                None => VersionSelector::Latest,
-                Some(text) => VersionSelector::Oos(
-                    parse_parameter_version(text)
-                        .map_err(|reason| named(fields::OBJECT_VERSION, reason))?,
-                ),
-            }
-        }
+        // objectVersionLabel is a KMS version stage: an oos parameter has none, and Alibaba's
+        // provider ignores the field there, so a class that sets it still mounts.
+        ObjectType::Oos => match &version_text {
+            None => VersionSelector::Latest,
+            Some(text) => VersionSelector::Oos(
+                parse_parameter_version(text)
+                    .map_err(|reason| named(fields::OBJECT_VERSION, reason))?,
+            ),
+        },
     };
     let kms_endpoint = text(&mut raw, fields::KMS_ENDPOINT)?;
     let endpoint = match (kind, kms_endpoint) {
         (ObjectType::Kms, Some(host)) => check_endpoint(&host, context.settings)
             .map_err(|reason| named(fields::KMS_ENDPOINT, reason))?,
-        (ObjectType::Oos, Some(_)) => {
-            return Err(named(
-                fields::KMS_ENDPOINT,
-                "kmsEndpoint applies to kms objects only; oos parameters are read from \
-                 oos-vpc.<region>.aliyuncs.com"
-                    .to_owned(),
-            ));
-        }
-        (kind, None) => context.default_endpoint(kind),
+        // kmsEndpoint is for kms objects; on an oos object Alibaba's provider ignores it.
+        (kind, _) => context.default_endpoint(kind),
     };
     let cross_account_role = text(&mut raw, fields::CROSS_ACCOUNT_ROLE_ARN)?
         .map(|arn| {
@@ -964,10 +949,14 @@ mod tests {
             assert_eq!(field, "objectVersion", "{reason}");
             assert!(reason.contains("ParameterVersion"), "{reason}");
         }
-        let (field, _) = error(parse(
-            "- objectName: p\n  objectType: oos\n  objectVersionLabel: ACSCurrent",
-        ));
-        assert_eq!(field, "objectVersionLabel");
+        // A stage or a KMS endpoint on an oos object is ignored, as Alibaba's provider ignores
+        // them: the class mounts the parameter's latest version from the OOS endpoint.
+        let oos = one(
+            "- objectName: p\n  objectType: oos\n  objectVersionLabel: ACSCurrent\n  \
+             kmsEndpoint: kms.example.aliyuncs.com",
+        );
+        assert_eq!(oos.version, VersionSelector::Latest);
+        assert!(oos.endpoint.starts_with("oos-vpc."), "{}", oos.endpoint);
     }
 
     #[test]
@@ -1036,11 +1025,6 @@ mod tests {
                 "- objectName: a\n  kmsEndpoint: 169.254.169.254",
                 "kmsEndpoint",
                 "not under",
-            ),
-            (
-                "- objectName: a\n  objectType: oos\n  kmsEndpoint: kms.cn-hangzhou.aliyuncs.com",
-                "kmsEndpoint",
-                "kms objects only",
             ),
             (
                 "- objectName: a\n  crossAccountRoleArn: arn:aws:iam::1:role/x",
