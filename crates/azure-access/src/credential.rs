@@ -38,6 +38,30 @@ impl Credential {
         Self { inner, description }
     }
 
+    /// The SDK credential `built`, described by `description`; the SDK's refusal to build it
+    /// is a misconfiguration naming it.
+    fn built<C: TokenCredential + 'static>(
+        description: String,
+        built: azure_core::Result<Arc<C>>,
+    ) -> Result<Self, Error> {
+        match built {
+            Ok(credential) => Ok(Self::new(credential, description)),
+            Err(error) => Err(Error::Misconfigured {
+                reason: format!("cannot set up the {description}: {error}"),
+            }),
+        }
+    }
+
+    /// Refuses empty (or blank) secret material before any credential is built.
+    fn non_empty(material: &SecretString, what: &str, description: &str) -> Result<(), Error> {
+        if material.expose_secret().trim().is_empty() {
+            return Err(Error::Misconfigured {
+                reason: format!("the {description} {what}"),
+            });
+        }
+        Ok(())
+    }
+
     /// A credential for application `client_id` in `tenant_id` that proves itself with
     /// `assertion` (a JWT the application's federated credential accepts, such as a pod's
     /// projected service-account token for audience `api://AzureADTokenExchange`). Tokens are
@@ -52,11 +76,7 @@ impl Credential {
         http: &Arc<dyn HttpClient>,
     ) -> Result<Self, Error> {
         let description = format!("client assertion (client {client_id}, tenant {tenant_id})");
-        if assertion.expose_secret().trim().is_empty() {
-            return Err(Error::Misconfigured {
-                reason: format!("the {description} has an empty assertion"),
-            });
-        }
+        Self::non_empty(&assertion, "has an empty assertion", &description)?;
         let credential = ClientAssertionCredential::new(
             tenant_id.to_owned(),
             client_id.to_owned(),
@@ -64,11 +84,8 @@ impl Credential {
             Some(ClientAssertionCredentialOptions {
                 client_options: client_options(http, cloud),
             }),
-        )
-        .map_err(|error| Error::Misconfigured {
-            reason: format!("cannot set up the {description}: {error}"),
-        })?;
-        Ok(Self::new(credential, description))
+        );
+        Self::built(description, credential)
     }
 
     /// A credential for application `client_id` in `tenant_id` that proves itself with the
@@ -83,11 +100,7 @@ impl Credential {
         http: &Arc<dyn HttpClient>,
     ) -> Result<Self, Error> {
         let description = format!("client secret (client {client_id}, tenant {tenant_id})");
-        if secret.expose_secret().trim().is_empty() {
-            return Err(Error::Misconfigured {
-                reason: format!("the {description} is empty"),
-            });
-        }
+        Self::non_empty(&secret, "is empty", &description)?;
         let credential = ClientSecretCredential::new(
             tenant_id,
             client_id.to_owned(),
@@ -95,11 +108,8 @@ impl Credential {
             Some(ClientSecretCredentialOptions {
                 client_options: client_options(http, cloud),
             }),
-        )
-        .map_err(|error| Error::Misconfigured {
-            reason: format!("cannot set up the {description}: {error}"),
-        })?;
-        Ok(Self::new(credential, description))
+        );
+        Self::built(description, credential)
     }
 
     /// The host's managed identity: the user-assigned one with `user_assigned_client_id`, else
@@ -122,11 +132,8 @@ impl Credential {
             user_assigned_id: user_assigned_client_id
                 .map(|id| UserAssignedId::ClientId(id.to_owned())),
             client_options: client_options(http, cloud),
-        }))
-        .map_err(|error| Error::Misconfigured {
-            reason: format!("cannot set up the {description}: {error}"),
-        })?;
-        Ok(Self::new(credential, description))
+        }));
+        Self::built(description, credential)
     }
 
     /// The mode and its non-secret parameters, for logs.
