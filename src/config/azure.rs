@@ -376,15 +376,7 @@ fn is_guid(value: &str) -> bool {
 
 /// Whether `value` is a DNS name of at least two labels.
 fn is_dns_name(value: &str) -> bool {
-    value.len() <= 253
-        && value.contains('.')
-        && value.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+    value.contains('.') && azure_access::cloud::is_dns_name(value)
 }
 
 #[cfg(test)]

@@ -95,15 +95,7 @@ impl ResolveOverride {
         };
         let (suffix, addr) = text.trim().split_once('=').ok_or_else(wrong)?;
         let domain_suffix = suffix.trim().trim_matches('.').to_ascii_lowercase();
-        let valid_name = !domain_suffix.is_empty()
-            && domain_suffix.len() <= 253
-            && domain_suffix.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
+        let valid_name = crate::cloud::is_dns_name(&domain_suffix);
         let addr = addr.trim().parse::<SocketAddr>().map_err(|_| wrong())?;
         if !valid_name {
             return Err(wrong());

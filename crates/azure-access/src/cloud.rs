@@ -139,9 +139,55 @@ impl Cloud {
     }
 }
 
+/// Whether `name` is a DNS host name (RFC 1123): at most 253 bytes, dot-separated labels of 1 to
+/// 63 ASCII letters, digits and hyphens, none starting or ending with a hyphen. No trailing
+/// dot, no port, no scheme: what a vault's, an endpoint's or a DNS override's host may be.
+pub fn is_dns_name(name: &str) -> bool {
+    (1..=253).contains(&name.len())
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_names_are_labels_of_letters_digits_and_inner_hyphens() {
+        for good in [
+            "vault.azure.net",
+            "kv-1.vault.azure.cn",
+            "a",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(is_dns_name(good), "{good}");
+        }
+        let long_label = format!("{}.net", "a".repeat(64));
+        let long_name = vec!["a".repeat(63); 5].join(".");
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a.",
+            ".a",
+            "-a.net",
+            "a-.net",
+            "a_b.net",
+            "a.net:443",
+            "https://a.net",
+            "a b.net",
+            &long_label,
+            &long_name,
+        ] {
+            assert!(!is_dns_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_china_cloud_resolves_to_the_china_hosts() {

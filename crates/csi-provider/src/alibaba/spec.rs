@@ -648,16 +648,7 @@ fn parse_parameter_version(text: &str) -> Result<u32, String> {
 /// allowed suffix. Returned lowercase.
 fn check_endpoint(host: &str, settings: &SpecSettings) -> Result<String, String> {
     let lower = host.to_ascii_lowercase();
-    let is_dns = (1..=253).contains(&lower.len())
-        && lower.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if !is_dns {
+    if !azure_access::cloud::is_dns_name(&lower) {
         return Err(format!(
             "kmsEndpoint {} must be a host name such as kms-vpc.cn-hangzhou.aliyuncs.com (no \
              scheme, port or path)",

@@ -910,7 +910,7 @@ fn parse_cloud_env(bytes: &[u8]) -> Result<ResolvedCloud, String> {
         .key_vault_dns_suffix
         .as_deref()
         .map(|suffix| suffix.trim().trim_matches('.').to_ascii_lowercase())
-        .filter(|suffix| is_dns_name(suffix))
+        .filter(|suffix| azure_access::cloud::is_dns_name(suffix))
         .ok_or("keyVaultDNSSuffix must be a DNS name")?;
     Ok(ResolvedCloud {
         cloud: Cloud::custom(&authority, &suffix, ""),
@@ -932,18 +932,6 @@ fn https_base(url: Option<&str>) -> Option<String> {
         Some(port) => format!("https://{host}:{port}"),
         None => format!("https://{host}"),
     })
-}
-
-fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }
 
 #[cfg(test)]
