@@ -66,7 +66,8 @@ struct Args {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     cache_latest_ttl: Duration,
 
-    /// How long a read of a pinned object version is reused.
+    /// How long a read of a pinned object version is reused (`0s` turns reuse off, as for
+    /// --cache-latest-ttl).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     cache_pinned_ttl: Duration,
 
