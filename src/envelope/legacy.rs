@@ -36,6 +36,16 @@ use crate::provider::{LegacyAlgorithm, LegacyCiphertext, LegacyLayout};
 
 /// The annotation whose presence marks a v2 record of the Go plugin; its value is "1".
 pub const VERSION_ANNOTATION: &str = "version.azure.akv.io";
+/// The version annotation's value in records of the Go plugin's cluster-seed mode
+/// (`--encrypted-cluster-seed-file`): sealed locally with AES-GCM under keys derived from a seed
+/// that Key Vault encrypted once, with key_id "1" and an `authenticated-data.azure.akv.io`
+/// annotation. kube-kms does not read them.
+const CLUSTER_SEED_VERSION: &[u8] = b"2";
+/// Why a cluster-seed record is refused, for the operator who meets one.
+const CLUSTER_SEED_REFUSAL: &str = "version.azure.akv.io \"2\" marks a record of the Azure Go \
+     plugin's cluster-seed mode (--encrypted-cluster-seed-file), sealed with keys derived from \
+     that seed rather than by Key Vault; kube-kms reads only the plugin's Key Vault records \
+     (version \"1\"), so keep the Go plugin for these until they are rewritten";
 /// The annotation naming the RSA padding; the Go plugin writes "RSA-OAEP-256".
 pub const ALGORITHM_ANNOTATION: &str = "algorithm.azure.akv.io";
 /// Annotations some Go plugin releases add, informational only.
@@ -63,8 +73,10 @@ pub fn parse_v2(
     let malformed = |reason: &str| FormatError::MalformedAnnotations {
         reason: reason.to_owned(),
     };
-    if annotations.get(VERSION_ANNOTATION).map(Vec::as_slice) != Some(b"1") {
-        return Err(malformed("version.azure.akv.io must be \"1\""));
+    match annotations.get(VERSION_ANNOTATION).map(Vec::as_slice) {
+        Some(b"1") => {}
+        Some(CLUSTER_SEED_VERSION) => return Err(malformed(CLUSTER_SEED_REFUSAL)),
+        _ => return Err(malformed("version.azure.akv.io must be \"1\"")),
     }
     match annotations.get(ALGORITHM_ANNOTATION).map(Vec::as_slice) {
         Some(b"RSA-OAEP-256") => {}
@@ -273,6 +285,13 @@ mod tests {
             annotations.insert(key.to_owned(), value);
             assert!(parse_v2(&raw, "abc", &annotations).is_err(), "{key}");
         }
+        let mut seeded = go_v2_annotations();
+        seeded.insert(VERSION_ANNOTATION.to_owned(), b"2".to_vec());
+        assert_eq!(
+            parse_v2(&raw, "abc", &seeded).unwrap_err().to_string(),
+            format!("malformed annotations: {CLUSTER_SEED_REFUSAL}"),
+            "the cluster-seed mode is named, not just refused"
+        );
         let mut missing = go_v2_annotations();
         missing.remove(ALGORITHM_ANNOTATION);
         assert!(parse_v2(&raw, "abc", &missing).is_err());
