@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use csi_provider::azure::spec::SpecError;
+use csi_provider::class::SpecError;
 use csi_provider::errors::{MountError, to_status};
 use csi_provider::files::Mounted;
 use csi_provider::metrics::Metrics;
