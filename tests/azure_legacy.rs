@@ -19,7 +19,7 @@ use azure_security_keyvault_keys::models::{
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use azure_support::{MINIMAL_PERMISSIONS, TestVault};
-use keyvault_emulator::{IdentitySpec, Operation, Permission};
+use keyvault_emulator::{IdentitySpec, KeyInfo, Operation, Permission};
 use kube_kms::envelope::kek::RotationPolicy;
 use kube_kms::envelope::legacy::{ALGORITHM_ANNOTATION, VERSION_ANNOTATION, encode_base64url};
 use kube_kms::proto::{v1beta1, v2};
@@ -153,6 +153,26 @@ fn decrypts(vault: &TestVault) -> u64 {
     counts.requests - counts.challenged
 }
 
+/// kube-kms on the vault's current key version, with `decrypt` permission and `legacy` listed in
+/// azure.legacy_key_versions, serving its socket.
+async fn kube_kms_reading(vault: &TestVault, legacy: &[KeyInfo]) -> util::TestPlugin {
+    let mut config = identity(
+        vault,
+        "kube-kms",
+        [MINIMAL_PERMISSIONS.as_slice(), &[Permission::Decrypt]].concat(),
+    );
+    config.legacy_key_versions = legacy.iter().map(|k| k.version.clone()).collect();
+    let provider = Arc::new(
+        AzureKeyVaultProvider::open_with_env(config, &AzureEnv::from_pairs(&[]))
+            .await
+            .expect("the provider opens"),
+    );
+    let guarded = Arc::new(Guarded::new(provider, GuardPolicy::DEFAULT));
+    let dir = util::short_tempdir();
+    let unused = dir.path().join("unused-key-dir");
+    util::TestPlugin::start_on(dir, unused, guarded, RotationPolicy::DEFAULT).await
+}
+
 struct Record {
     key_id: String,
     ciphertext: Vec<u8>,
@@ -211,21 +231,7 @@ async fn go_plugin_records_of_both_generations_read_back_on_v2_and_v1_across_rot
 
     // kube-kms, with decrypt permission and the Go plugin's versions configured; the current
     // (latest) version is the last one, the first two only in azure.legacy_key_versions.
-    let mut config = identity(
-        &vault,
-        "kube-kms",
-        [MINIMAL_PERMISSIONS.as_slice(), &[Permission::Decrypt]].concat(),
-    );
-    config.legacy_key_versions = versions[..2].iter().map(|k| k.version.clone()).collect();
-    let provider = Arc::new(
-        AzureKeyVaultProvider::open_with_env(config, &AzureEnv::from_pairs(&[]))
-            .await
-            .expect("the provider opens"),
-    );
-    let guarded = Arc::new(Guarded::new(provider, GuardPolicy::DEFAULT));
-    let dir = util::short_tempdir();
-    let unused = dir.path().join("unused-key-dir");
-    let plugin = util::TestPlugin::start_on(dir, unused, guarded, RotationPolicy::DEFAULT).await;
+    let plugin = kube_kms_reading(&vault, &versions[..2]).await;
     let mut v2_client = plugin.v2().await;
     let mut v1_client = plugin.v1().await;
     vault.emulator.reset_counts();
@@ -396,5 +402,105 @@ async fn concurrent_decrypts_of_one_record_make_one_remote_call() {
         assert_eq!(plaintext, vec![5; 32]);
     }
     assert_eq!(decrypts(&vault), 1);
+    plugin.stop().await;
+}
+
+/// The same records made by another implementation: Microsoft's Python SDK, as the Go plugin
+/// made them (tests/python/go_plugin_records.py; its CryptographyClient encrypts with Python's
+/// `cryptography` when it can read the public key). kube-kms reads every one: v2 records of the
+/// current and an earlier version, v1 records of the version the Go plugin was configured with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_microsofts_python_sdk_makes_as_the_go_plugin_did_read_back() {
+    let vault = TestVault::key_vault(2048).await;
+    let earlier = vault.first.clone();
+    let current = vault
+        .emulator
+        .rotate_key(&vault.key_name)
+        .await
+        .expect("rotate");
+    let writer = identity(
+        &vault,
+        "go-plugin-python",
+        vec![Permission::Get, Permission::Encrypt],
+    );
+    let Some(auth::SecretSource::File(secret_file)) = &writer.auth.client_secret else {
+        unreachable!("identity() writes the secret to a file");
+    };
+    let secret = std::fs::read_to_string(secret_file).expect("the secret file");
+
+    // (key version, generation, algorithm, DEK); v1 only on the Go plugin's configured version.
+    let mut wanted = Vec::new();
+    for (key, algorithms) in [
+        (&earlier, &["RSA-OAEP-256", "RSA1_5"][..]),
+        (&current, &["RSA-OAEP-256"][..]),
+    ] {
+        for generation in ["older", "newer"] {
+            for algorithm in algorithms {
+                let dek = vec![wanted.len() as u8 + 1; 32];
+                wanted.push((key, generation, *algorithm, dek));
+            }
+        }
+    }
+    let spec = serde_json::json!({
+        "vault_url": vault.emulator.vault_url(),
+        "tenant_id": vault.emulator.tenant_id(),
+        "client_id": writer.auth.client_id,
+        "client_secret": secret.trim_end(),
+        "key_name": vault.key_name,
+        "records": wanted.iter().map(|(key, generation, algorithm, dek)| serde_json::json!({
+            "version": key.version,
+            "generation": generation,
+            "algorithm": algorithm,
+            "dek": hex::encode(dek),
+        })).collect::<Vec<_>>(),
+    });
+    let stdout = azure_support::python::run_sdk_script(
+        "go_plugin_records.py",
+        &spec,
+        vault.emulator.ca_pem_path(),
+    )
+    .await;
+    let stored: Vec<Vec<u8>> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("record "))
+        .map(|record| hex::decode(record).expect("hex"))
+        .collect();
+    assert_eq!(stored.len(), wanted.len(), "{stdout}");
+
+    let plugin = kube_kms_reading(&vault, std::slice::from_ref(&earlier)).await;
+    let mut v2_client = plugin.v2().await;
+    let mut v1_client = plugin.v1().await;
+    for ((key, generation, algorithm, dek), ciphertext) in wanted.iter().zip(stored) {
+        let case = format!("{generation} {algorithm} record of version {}", key.version);
+        assert_eq!(
+            ciphertext.len(),
+            if *generation == "older" { 342 } else { 256 },
+            "{case}"
+        );
+        let plaintext = if *algorithm == "RSA1_5" {
+            v1_client
+                .decrypt(v1beta1::DecryptRequest {
+                    version: "v1beta1".into(),
+                    cipher: ciphertext,
+                })
+                .await
+                .unwrap_or_else(|status| panic!("{case}: {status:?}"))
+                .into_inner()
+                .plain
+        } else {
+            v2_client
+                .decrypt(v2::DecryptRequest {
+                    ciphertext,
+                    uid: "python".into(),
+                    key_id: key_id_of(&key.kid),
+                    annotations: go_annotations(),
+                })
+                .await
+                .unwrap_or_else(|status| panic!("{case}: {status:?}"))
+                .into_inner()
+                .plaintext
+        };
+        assert_eq!(&plaintext, dek, "{case}");
+    }
     plugin.stop().await;
 }

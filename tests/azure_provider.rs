@@ -35,8 +35,6 @@ use tonic::Code;
 
 /// How far past the deadline a failed call may end: scheduling and a TLS teardown, not a retry.
 const SLACK: Duration = Duration::from_millis(750);
-const PYTHON_HINT: &str = "install Python 3 and the SDKs with `python3 -m pip install -r \
-     tests/python/requirements.txt` (from the repository root)";
 
 fn kek() -> SecretKey {
     SecretKey::generate().expect("the OS RNG works")
@@ -92,54 +90,8 @@ async fn decrypt(plugin: &util::TestPlugin, encrypted: &EncryptResponse) -> Vec<
 /// Asks Microsoft's Python SDK to unwrap each case's wrapped KEK at the emulator and open the
 /// ciphertext with it (tests/python/unwrap_with_sdk.py).
 async fn python_reads(cases: &[serde_json::Value], ca_bundle: &Path) {
-    let probe = tokio::process::Command::new("python3")
-        .args([
-            "-c",
-            "import azure.keyvault.keys, azure.identity, cryptography",
-        ])
-        .output()
-        .await
-        .unwrap_or_else(|error| panic!("python3 is not runnable ({error}); {PYTHON_HINT}"));
-    assert!(
-        probe.status.success(),
-        "the Python SDK packages are missing: {}\n{PYTHON_HINT}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let file = dir.path().join("cases.json");
-    std::fs::write(&file, serde_json::to_vec(cases).expect("JSON")).expect("write cases");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/unwrap_with_sdk.py"
-    );
-    let mut command = tokio::process::Command::new("python3");
-    command
-        .arg(script)
-        .arg(&file)
-        .env("REQUESTS_CA_BUNDLE", ca_bundle)
-        .env("NO_PROXY", "localhost,127.0.0.1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .kill_on_drop(true);
-    for name in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "SSL_CERT_FILE",
-    ] {
-        command.env_remove(name);
-    }
-    let output = tokio::time::timeout(Duration::from_secs(300), command.output())
-        .await
-        .expect("the Python check finished in time")
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "Microsoft's Python SDK could not read what kube-kms wrote\n--- stdout ---\n{stdout}\n\
-         --- stderr ---\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout =
+        azure_support::python::run_sdk_script("unwrap_with_sdk.py", &cases.into(), ca_bundle).await;
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
         cases.len(),

@@ -10,6 +10,7 @@
     reason = "each test crate uses a different subset of these helpers"
 )]
 
+pub mod python;
 pub mod serve;
 
 use std::path::PathBuf;
