@@ -181,6 +181,22 @@ impl SecretKey {
         &self.0
     }
 
+    /// The key HKDF-Expand (RFC 5869, SHA-256) derives from the pseudorandom key `prk` and
+    /// `info`: the first 32 bytes of T(1) = HMAC-SHA256(prk, info ‖ 0x01). Expand only, no
+    /// Extract, as Kubernetes' extended-nonce AES-GCM transformer derives its per-record keys
+    /// (which the Azure Go plugin's cluster-seed mode uses); only for opening such records.
+    pub fn hkdf_sha256_expand(prk: &[u8], info: &[u8]) -> Self {
+        use hmac::{KeyInit as _, Mac};
+        // HMAC takes a key of any length: this cannot fail.
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(prk)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(info);
+        mac.update(&[1]);
+        let mut block = Zeroizing::new([0u8; KEY_LEN]);
+        block.copy_from_slice(&mac.finalize().into_bytes());
+        Self(Box::new(*block))
+    }
+
     /// A key schedule for sealing and opening with this key.
     pub fn gcm(&self) -> GcmKey {
         GcmKey(Aes256Gcm::new(self.0.as_ref().into()))
@@ -249,6 +265,18 @@ impl GcmKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 5869, test case 1: the first 32 bytes of OKM are T(1).
+    #[test]
+    fn hkdf_expand_matches_rfc_5869() {
+        let prk = hex::decode("077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5")
+            .unwrap();
+        let info = hex::decode("f0f1f2f3f4f5f6f7f8f9").unwrap();
+        assert_eq!(
+            hex::encode(SecretKey::hkdf_sha256_expand(&prk, &info).expose()),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+        );
+    }
 
     fn seal(key: &GcmKey, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut sealed = Vec::new();

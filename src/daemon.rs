@@ -322,7 +322,19 @@ async fn start_envelope(
     let mut wait = Duration::from_secs(1);
     loop {
         match Envelope::start(Arc::clone(&provider), config.rotation, config.cache_size).await {
-            Ok(envelope) => return Ok(Some(envelope)),
+            Ok(envelope) => {
+                let Some(seed) = &config.legacy_cluster_seed else {
+                    return Ok(Some(envelope));
+                };
+                // The seed's key must be one this configuration reads Go plugin records with.
+                provider
+                    .check_legacy(seed)
+                    .map_err(|source| DaemonError::Provider {
+                        provider: "the key of azure.legacy_cluster_seed_file".to_owned(),
+                        source,
+                    })?;
+                return Ok(Some(envelope.with_cluster_seed(seed.clone())));
+            }
             Err(EnvelopeError::Provider(
                 error @ (ProviderError::Unavailable { .. }
                 | ProviderError::Throttled { .. }

@@ -21,7 +21,9 @@ use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use azure_support::{MINIMAL_PERMISSIONS, TestVault};
 use keyvault_emulator::{IdentitySpec, KeyInfo, Operation, Permission};
 use kube_kms::envelope::kek::RotationPolicy;
-use kube_kms::envelope::legacy::{ALGORITHM_ANNOTATION, VERSION_ANNOTATION, encode_base64url};
+use kube_kms::envelope::legacy::{
+    ALGORITHM_ANNOTATION, AUTHENTICATED_DATA_ANNOTATION, VERSION_ANNOTATION, encode_base64url,
+};
 use kube_kms::proto::{v1beta1, v2};
 use kube_kms::provider::azure::{AzureConfig, AzureKeyVaultProvider, random_version};
 use kube_kms::provider::guard::{GuardPolicy, Guarded};
@@ -503,4 +505,126 @@ async fn records_microsofts_python_sdk_makes_as_the_go_plugin_did_read_back() {
         assert_eq!(&plaintext, dek, "{case}");
     }
     plugin.stop().await;
+}
+
+/// A record of the Go plugin's cluster-seed mode, sealed as Kubernetes' extended-nonce
+/// transformer seals it — written here with `hmac` and `aes-gcm` directly, not with kube-kms's
+/// code: info ‖ nonce ‖ AES-256-GCM(HKDF-Expand-SHA256(seed, info), nonce, dek, uid) ‖ tag.
+fn seal_as_the_go_plugin(
+    seed: &[u8],
+    info: [u8; 32],
+    nonce: [u8; 12],
+    dek: &[u8],
+    uid: &[u8],
+) -> Vec<u8> {
+    use aes_gcm::aead::{AeadInOut, KeyInit as _};
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(seed).expect("any key length");
+    mac.update(&info);
+    mac.update(&[1]);
+    let key = mac.finalize().into_bytes();
+    let gcm = aes_gcm::Aes256Gcm::new(key.as_slice().try_into().expect("32 bytes"));
+    let mut sealed = dek.to_vec();
+    let tag = gcm
+        .encrypt_inout_detached(&nonce.into(), uid, sealed.as_mut_slice().into())
+        .expect("seal");
+    [&info[..], &nonce, &sealed, &tag].concat()
+}
+
+/// The Go plugin's cluster-seed mode, through the real binary and its config file: the seed
+/// file made as `--generate-encrypted-cluster-seed-file` makes it (64 random bytes, Key Vault
+/// `encrypt` RSA-OAEP-256 of their base64url, the JSON of k8s.io/kms's EncryptResponse), records
+/// sealed under it, then read over the socket with `azure.legacy_cluster_seed_file`. Every record
+/// opens; one moved to another uid does not; the seed costs one Key Vault decrypt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_seed_records_read_back_through_the_binary_given_the_seed_file() {
+    use azure_support::serve::ServedPlugin;
+    use base64::Engine as _;
+
+    let vault = TestVault::key_vault(2048).await;
+    let go_version = vault.first.clone();
+    vault
+        .emulator
+        .rotate_key(&vault.key_name)
+        .await
+        .expect("rotate");
+    vault
+        .emulator
+        .grant(&vault.client_id, &[Permission::Decrypt])
+        .expect("grant decrypt");
+    let go = GoPlugin::new(&vault);
+    let seed: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0x5c).collect();
+    let encrypted_seed = go
+        .newer(&go_version.version, EncryptionAlgorithm::RsaOaep256, &seed)
+        .await;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let seed_file = vault.dir.path().join("cluster-seed.json");
+    let json = serde_json::json!({
+        "Ciphertext": b64(&encrypted_seed),
+        "KeyID": key_id_of(&go_version.kid),
+        "Annotations": {
+            "version.azure.akv.io": b64(b"1"),
+            "algorithm.azure.akv.io": b64(b"RSA-OAEP-256"),
+            "created-at.azure.akv.io": b64(b"2025-12-01T10:00:00Z"),
+            "vault-name.azure.akv.io": b64(b"kv"),
+            "key-name.azure.akv.io": b64(vault.key_name.as_bytes()),
+            "key-version.azure.akv.io": b64(go_version.version.as_bytes()),
+        },
+    });
+    std::fs::write(&seed_file, serde_json::to_vec_pretty(&json).expect("JSON"))
+        .expect("write the seed file");
+
+    let records: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = (0..3u8)
+        .map(|i| {
+            let uid = format!("5f0c-uid-{i}").into_bytes();
+            let dek = vec![i + 50; 32];
+            let sealed = seal_as_the_go_plugin(&seed, [i; 32], [i + 10; 12], &dek, &uid);
+            (sealed, uid, dek)
+        })
+        .collect();
+    let annotations = |uid: &[u8]| {
+        HashMap::from([
+            (VERSION_ANNOTATION.to_owned(), b"2".to_vec()),
+            (AUTHENTICATED_DATA_ANNOTATION.to_owned(), uid.to_vec()),
+        ])
+    };
+
+    let url = vault.emulator.vault_url();
+    let authority = vault.emulator.authority_url();
+    let extra = format!(
+        "  legacy_key_versions: [{}]\n  legacy_cluster_seed_file: {}\n",
+        go_version.version,
+        seed_file.display()
+    );
+    let plugin = ServedPlugin::start(&vault.azure_yaml(&url, &authority, &extra), &[]).await;
+    let mut client = plugin.connect().await;
+    vault.emulator.reset_counts();
+    for _pass in 0..2 {
+        for (ciphertext, uid, dek) in &records {
+            let plaintext = client
+                .decrypt(v2::DecryptRequest {
+                    ciphertext: ciphertext.clone(),
+                    uid: "apiserver".into(),
+                    key_id: "1".into(),
+                    annotations: annotations(uid),
+                })
+                .await
+                .unwrap_or_else(|status| panic!("{status:?}\n{}", plugin.log_text()))
+                .into_inner()
+                .plaintext;
+            assert_eq!(&plaintext, dek);
+        }
+    }
+    assert_eq!(decrypts(&vault), 1, "the seed is decrypted once");
+
+    let moved = client
+        .decrypt(v2::DecryptRequest {
+            ciphertext: records[0].0.clone(),
+            uid: "apiserver".into(),
+            key_id: "1".into(),
+            annotations: annotations(&records[1].1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(moved.code(), Code::InvalidArgument, "{moved:?}");
 }

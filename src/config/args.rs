@@ -88,6 +88,10 @@ pub struct ConfigArgs {
     /// each): read its records until they are re-encrypted.
     #[arg(long = AZURE_LEGACY_KEY_VERSIONS.flag, env = AZURE_LEGACY_KEY_VERSIONS.env, value_name = "VERSION,...")]
     pub azure_legacy_key_versions: Option<String>,
+    /// The cluster seed file of Azure's Go KMS plugin's cluster-seed mode
+    /// (--encrypted-cluster-seed-file): read its records until they are re-encrypted.
+    #[arg(long = AZURE_LEGACY_CLUSTER_SEED_FILE.flag, env = AZURE_LEGACY_CLUSTER_SEED_FILE.env, value_name = "PATH")]
+    pub azure_legacy_cluster_seed_file: Option<String>,
     /// Wrapping algorithm for Managed HSM oct-HSM keys: A256KW or CKM_AES_KEY_WRAP_PAD (RSA keys
     /// always use RSA-OAEP-256) [default: A256KW].
     #[arg(long = AZURE_OCT_WRAP_ALGORITHM.flag, env = AZURE_OCT_WRAP_ALGORITHM.env, value_name = "ALG")]

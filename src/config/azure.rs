@@ -21,11 +21,14 @@ use super::settings::{
     AZURE_CLIENT_SECRET_ENV, AZURE_CLIENT_SECRET_FILE, AZURE_CLOUD, AZURE_CONNECT_TIMEOUT,
     AZURE_DECRYPT_ONLY_KEYS, AZURE_FEDERATED_TOKEN_FILE,
     AZURE_INSECURE_SKIP_CHALLENGE_RESOURCE_CHECK, AZURE_JSON, AZURE_KEY_NAME, AZURE_KEY_VERSION,
-    AZURE_LEGACY_KEY_VERSIONS, AZURE_MANAGED_HSM_SUFFIX, AZURE_MANAGED_IDENTITY_CLIENT_ID,
-    AZURE_MANAGED_IDENTITY_OBJECT_ID, AZURE_MANAGED_IDENTITY_RESOURCE_ID, AZURE_OCT_WRAP_ALGORITHM,
-    AZURE_REQUEST_TIMEOUT, AZURE_SELF_TEST_INTERVAL, AZURE_TENANT_ID, AZURE_VAULT_SUFFIX,
-    AZURE_VAULT_URL, Setting, Sources, duration_in, parse_env_name, parse_path,
+    AZURE_LEGACY_CLUSTER_SEED_FILE, AZURE_LEGACY_KEY_VERSIONS, AZURE_MANAGED_HSM_SUFFIX,
+    AZURE_MANAGED_IDENTITY_CLIENT_ID, AZURE_MANAGED_IDENTITY_OBJECT_ID,
+    AZURE_MANAGED_IDENTITY_RESOURCE_ID, AZURE_OCT_WRAP_ALGORITHM, AZURE_REQUEST_TIMEOUT,
+    AZURE_SELF_TEST_INTERVAL, AZURE_TENANT_ID, AZURE_VAULT_SUFFIX, AZURE_VAULT_URL, Setting,
+    Sources, duration_in, parse_env_name, parse_path,
 };
+use crate::envelope::legacy;
+use crate::provider::LegacyCiphertext;
 use crate::provider::azure::client::WrapAlgorithm;
 use crate::provider::azure::key_id::{KeyRef, is_valid_version, parse_vault_url};
 use crate::provider::azure::{AzureConfig, DecryptOnlyKey, KeyVersionChoice};
@@ -151,6 +154,38 @@ fn legacy_key_versions(sources: Sources<'_>) -> Result<Vec<String>, ConfigError>
         versions.push(entry.to_owned());
     }
     Ok(versions)
+}
+
+/// `azure.legacy_cluster_seed_file`: the seed file of the Go plugin's cluster-seed mode, read
+/// and checked now (its Key Vault record is decrypted when the first record needs it). Its key
+/// version must be one kube-kms reads Go plugin records with: listed in
+/// `azure.legacy_key_versions`.
+pub(super) fn legacy_cluster_seed(
+    sources: Sources<'_>,
+) -> Result<Option<LegacyCiphertext>, ConfigError> {
+    let setting = &AZURE_LEGACY_CLUSTER_SEED_FILE;
+    let Some(path) = parse(setting, sources, parse_path)? else {
+        return Ok(None);
+    };
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(&path).map_err(|error| {
+        setting.invalid(
+            &shown,
+            format!("a readable file, the Go plugin's --encrypted-cluster-seed-file ({error})"),
+        )
+    })?;
+    let (record, version) = legacy::parse_seed_file(&bytes)
+        .map_err(|error| setting.invalid(&shown, error.to_string()))?;
+    if !legacy_key_versions(sources)?.contains(&version) {
+        return Err(setting.invalid(
+            &shown,
+            format!(
+                "a seed encrypted with a version listed in azure.legacy_key_versions (this one \
+                 names {version}: add it there)"
+            ),
+        ));
+    }
+    Ok(Some(record))
 }
 
 /// `azure.oct_wrap_algorithm`, A256KW by default.
@@ -607,5 +642,52 @@ mod tests {
             let error = error_of(&yaml, &ConfigArgs::default());
             assert!(error.contains("azure.legacy_key_versions"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_legacy_cluster_seed_file_is_read_at_load_and_must_name_a_listed_version() {
+        let version = "0123456789abcdef0123456789abcdef";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("seed.json");
+        std::fs::write(
+            &file,
+            crate::envelope::legacy::tests_support::seed_file(version),
+        )
+        .unwrap();
+        let with = |versions: &str, path: &std::path::Path| {
+            format!(
+                "{AZURE_YAML}  legacy_key_versions: [{versions}]\n  \
+                 legacy_cluster_seed_file: {}\n",
+                path.display()
+            )
+        };
+        let config =
+            Config::from_yaml(&with(version, &file), &ConfigArgs::default(), &env()).unwrap();
+        let seed = config.legacy_cluster_seed.expect("the seed's record");
+        assert_eq!(seed.rsa, [0xa5; 256]);
+        assert!(
+            Config::from_yaml(AZURE_YAML, &ConfigArgs::default(), &env())
+                .unwrap()
+                .legacy_cluster_seed
+                .is_none()
+        );
+
+        let other = "fedcba9876543210fedcba9876543210";
+        let error = error_of(&with(other, &file), &ConfigArgs::default());
+        assert!(error.contains("azure.legacy_cluster_seed_file"), "{error}");
+        assert!(
+            error.contains(&format!("names {version}: add it")),
+            "{error}"
+        );
+
+        let missing = dir.path().join("missing.json");
+        let error = error_of(&with(version, &missing), &ConfigArgs::default());
+        assert!(error.contains("azure.legacy_cluster_seed_file"), "{error}");
+        assert!(error.contains("a readable file"), "{error}");
+
+        let garbage = dir.path().join("garbage.json");
+        std::fs::write(&garbage, b"{\"Ciphertext\": 1}").unwrap();
+        let error = error_of(&with(version, &garbage), &ConfigArgs::default());
+        assert!(error.contains("not a cluster seed file"), "{error}");
     }
 }

@@ -59,6 +59,7 @@ pub(super) struct AzureFileConfig {
     pub(super) key_name: Option<Scalar>,
     pub(super) key_version: Option<Scalar>,
     pub(super) legacy_key_versions: Option<ScalarList>,
+    pub(super) legacy_cluster_seed_file: Option<Scalar>,
     pub(super) decrypt_only_keys: Option<ScalarList>,
     pub(super) oct_wrap_algorithm: Option<Scalar>,
     pub(super) auth: Option<Scalar>,

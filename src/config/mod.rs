@@ -74,6 +74,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The key provider.
     pub provider: ProviderConfig,
+    /// The cluster seed's record of Azure's Go KMS plugin, when its cluster-seed records are to
+    /// be read (`azure.legacy_cluster_seed_file`; provider azure only).
+    pub legacy_cluster_seed: Option<crate::provider::LegacyCiphertext>,
     /// How often the provider is asked for its current key.
     pub refresh_interval: Duration,
     /// When local KEKs are replaced.
@@ -226,6 +229,11 @@ impl Config {
                 return Err(PROVIDER.invalid(other, "\"local\", \"pkcs11\" or \"azure\""));
             }
         };
+        // Like every azure.* setting, read only when the provider is azure.
+        let legacy_cluster_seed = match &provider {
+            ProviderConfig::Azure(_) => azure::legacy_cluster_seed(sources)?,
+            _ => None,
+        };
         let refresh_interval = general::refresh_interval(sources)?;
         let rotation = general::rotation(sources)?;
         let cache_size = general::cache_size(sources)?;
@@ -241,6 +249,7 @@ impl Config {
             refuse_root,
             state_dir,
             provider,
+            legacy_cluster_seed,
             refresh_interval,
             rotation,
             cache_size: NonZeroUsize::new(usize::try_from(cache_size).unwrap_or(1000))

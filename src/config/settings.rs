@@ -208,6 +208,12 @@ pub(crate) const AZURE_LEGACY_KEY_VERSIONS: Setting = setting!(
     "azure-legacy-key-versions",
     "KUBE_KMS_AZURE_LEGACY_KEY_VERSIONS"
 );
+pub(crate) const AZURE_LEGACY_CLUSTER_SEED_FILE: Setting = setting!(
+    azure.legacy_cluster_seed_file,
+    azure_legacy_cluster_seed_file,
+    "azure-legacy-cluster-seed-file",
+    "KUBE_KMS_AZURE_LEGACY_CLUSTER_SEED_FILE"
+);
 pub(crate) const AZURE_OCT_WRAP_ALGORITHM: Setting = setting!(
     azure.oct_wrap_algorithm,
     azure_oct_wrap_algorithm,
@@ -416,6 +422,7 @@ pub(super) const ALL: &[&Setting] = &[
     &AZURE_KEY_VERSION,
     &AZURE_DECRYPT_ONLY_KEYS,
     &AZURE_LEGACY_KEY_VERSIONS,
+    &AZURE_LEGACY_CLUSTER_SEED_FILE,
     &AZURE_OCT_WRAP_ALGORITHM,
     &AZURE_AUTH,
     &AZURE_TENANT_ID,

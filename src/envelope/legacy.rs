@@ -26,26 +26,55 @@
 //!   probability of 2^-1024);
 //! - anything else is refused as malformed, with no remote call.
 //!
-//! Never writes this format (Encrypt always writes kube-kms's own), never takes a vault, key or
+//! The Go plugin's opt-in cluster-seed mode (`--encrypted-cluster-seed-file`, v2 only) is read
+//! too, given that seed's file (`azure.legacy_cluster_seed_file`):
+//!
+//! ```text
+//! seed file  JSON of k8s.io/kms's EncryptResponse {Ciphertext, KeyID, Annotations}: a v2 record
+//!            of the seed (64 random bytes) as above, plus created-at., vault-name., key-name.,
+//!            key-version.azure.akv.io annotations
+//! record     key_id "1"; annotations version.azure.akv.io = "2" and
+//!            authenticated-data.azure.akv.io = the associated data (the request's uid)
+//!            ciphertext = info (32 random bytes) ‖ nonce (12) ‖ AES-256-GCM ciphertext ‖ tag,
+//!            key = HKDF-Expand-SHA256(seed, info), 32 bytes (Kubernetes' extended-nonce
+//!            transformer)
+//! ```
+//!
+//! Never writes these formats (Encrypt always writes kube-kms's own), never takes a vault, key or
 //! endpoint from a record: the key_id only selects among versions the configuration names.
 
 use std::collections::HashMap;
 
+use zeroize::Zeroizing;
+
 use super::format::{self, FormatError};
+use crate::crypto::SecretKey;
 use crate::provider::{LegacyAlgorithm, LegacyCiphertext, LegacyLayout};
 
 /// The annotation whose presence marks a v2 record of the Go plugin; its value is "1".
 pub const VERSION_ANNOTATION: &str = "version.azure.akv.io";
-/// The version annotation's value in records of the Go plugin's cluster-seed mode
-/// (`--encrypted-cluster-seed-file`): sealed locally with AES-GCM under keys derived from a seed
-/// that Key Vault encrypted once, with key_id "1" and an `authenticated-data.azure.akv.io`
-/// annotation. kube-kms does not read them.
-const CLUSTER_SEED_VERSION: &[u8] = b"2";
-/// Why a cluster-seed record is refused, for the operator who meets one.
-const CLUSTER_SEED_REFUSAL: &str = "version.azure.akv.io \"2\" marks a record of the Azure Go \
-     plugin's cluster-seed mode (--encrypted-cluster-seed-file), sealed with keys derived from \
-     that seed rather than by Key Vault; kube-kms reads only the plugin's Key Vault records \
-     (version \"1\"), so keep the Go plugin for these until they are rewritten";
+/// The version annotation's value in records of the Go plugin's cluster-seed mode.
+pub const CLUSTER_SEED_VERSION: &[u8] = b"2";
+/// The annotation of a cluster-seed record holding its AES-GCM associated data.
+pub const AUTHENTICATED_DATA_ANNOTATION: &str = "authenticated-data.azure.akv.io";
+/// The key_id of every cluster-seed record.
+pub const CLUSTER_SEED_KEY_ID: &str = "1";
+/// Bytes of a cluster-seed record's HKDF info, which opens it.
+pub const CLUSTER_SEED_INFO_LEN: usize = 32;
+/// The shortest seed the Go plugin accepts (it makes 64 bytes).
+pub const MIN_CLUSTER_SEED_LEN: usize = 32;
+/// The seed file annotation naming the key version that encrypted the seed.
+pub const SEED_KEY_VERSION_ANNOTATION: &str = "key-version.azure.akv.io";
+/// The seed file's own annotations, informational beside the record's.
+pub const SEED_FILE_ANNOTATIONS: [&str; 4] = [
+    "created-at.azure.akv.io",
+    "vault-name.azure.akv.io",
+    "key-name.azure.akv.io",
+    SEED_KEY_VERSION_ANNOTATION,
+];
+/// The longest seed file read, in bytes (the Go plugin's is under 2 KiB).
+pub const MAX_SEED_FILE_LEN: usize = 64 * 1024;
+
 /// The annotation naming the RSA padding; the Go plugin writes "RSA-OAEP-256".
 pub const ALGORITHM_ANNOTATION: &str = "algorithm.azure.akv.io";
 /// Annotations some Go plugin releases add, informational only.
@@ -62,9 +91,51 @@ pub fn is_v2_record(annotations: &HashMap<String, Vec<u8>>) -> bool {
     annotations.contains_key(VERSION_ANNOTATION)
 }
 
-/// Parses a v2 record of the Go plugin: its annotations must be exactly the Go plugin's, with
-/// version "1" and RSA-OAEP-256, and its ciphertext one of the two layouts.
+/// A v2 record of the Go plugin, by mode.
+#[derive(Debug, PartialEq, Eq)]
+pub enum V2Record {
+    /// Its DEK encrypted by Key Vault.
+    KeyVault(LegacyCiphertext),
+    /// Sealed locally under the cluster seed.
+    ClusterSeed(SeededRecord),
+}
+
+/// A record of the Go plugin's cluster-seed mode, parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SeededRecord {
+    /// The HKDF info the record's key is derived with.
+    pub info: [u8; CLUSTER_SEED_INFO_LEN],
+    /// `nonce ‖ ciphertext ‖ tag`.
+    pub sealed: Vec<u8>,
+    /// The AES-GCM associated data.
+    pub associated_data: Vec<u8>,
+}
+
+/// Parses a v2 record of the Go plugin: its annotations must be exactly the Go plugin's —
+/// version "1" and RSA-OAEP-256 with a ciphertext in one of the two layouts, or version "2" (the
+/// cluster-seed mode) with key_id "1" and its associated data.
 pub fn parse_v2(
+    ciphertext: &[u8],
+    key_id: &str,
+    annotations: &HashMap<String, Vec<u8>>,
+) -> Result<V2Record, FormatError> {
+    let malformed = |reason: &str| FormatError::MalformedAnnotations {
+        reason: reason.to_owned(),
+    };
+    let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > format::MAX_ANNOTATIONS_LEN {
+        return Err(malformed("annotations exceed 32 KiB"));
+    }
+    match annotations.get(VERSION_ANNOTATION).map(Vec::as_slice) {
+        Some(b"1") => parse_key_vault_v2(ciphertext, key_id, annotations).map(V2Record::KeyVault),
+        Some(CLUSTER_SEED_VERSION) => {
+            parse_seeded(ciphertext, key_id, annotations).map(V2Record::ClusterSeed)
+        }
+        _ => Err(malformed("version.azure.akv.io must be \"1\" or \"2\"")),
+    }
+}
+
+fn parse_key_vault_v2(
     ciphertext: &[u8],
     key_id: &str,
     annotations: &HashMap<String, Vec<u8>>,
@@ -73,11 +144,6 @@ pub fn parse_v2(
     let malformed = |reason: &str| FormatError::MalformedAnnotations {
         reason: reason.to_owned(),
     };
-    match annotations.get(VERSION_ANNOTATION).map(Vec::as_slice) {
-        Some(b"1") => {}
-        Some(CLUSTER_SEED_VERSION) => return Err(malformed(CLUSTER_SEED_REFUSAL)),
-        _ => return Err(malformed("version.azure.akv.io must be \"1\"")),
-    }
     match annotations.get(ALGORITHM_ANNOTATION).map(Vec::as_slice) {
         Some(b"RSA-OAEP-256") => {}
         _ => return Err(malformed("algorithm.azure.akv.io must be \"RSA-OAEP-256\"")),
@@ -92,10 +158,6 @@ pub fn parse_v2(
             "an Azure Go plugin record carries only *.azure.akv.io annotations",
         ));
     }
-    let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if size > format::MAX_ANNOTATIONS_LEN {
-        return Err(malformed("annotations exceed 32 KiB"));
-    }
     let (layout, rsa) = classify(ciphertext)?;
     Ok(LegacyCiphertext {
         key_id: Some(key_id.to_owned()),
@@ -104,6 +166,133 @@ pub fn parse_v2(
         rsa,
     })
 }
+
+fn parse_seeded(
+    ciphertext: &[u8],
+    key_id: &str,
+    annotations: &HashMap<String, Vec<u8>>,
+) -> Result<SeededRecord, FormatError> {
+    let malformed = |reason: &str| FormatError::MalformedAnnotations {
+        reason: reason.to_owned(),
+    };
+    if key_id != CLUSTER_SEED_KEY_ID {
+        return Err(malformed(
+            "a cluster-seed record (version.azure.akv.io \"2\") has key_id \"1\"",
+        ));
+    }
+    if annotations
+        .keys()
+        .any(|key| key != VERSION_ANNOTATION && key != AUTHENTICATED_DATA_ANNOTATION)
+    {
+        return Err(malformed(
+            "a cluster-seed record carries only version. and authenticated-data.azure.akv.io",
+        ));
+    }
+    let associated_data = match annotations.get(AUTHENTICATED_DATA_ANNOTATION) {
+        Some(data) if !data.is_empty() => data.clone(),
+        _ => {
+            return Err(malformed(
+                "authenticated-data.azure.akv.io is missing or empty",
+            ));
+        }
+    };
+    if ciphertext.len() < CLUSTER_SEED_INFO_LEN + crate::crypto::SEAL_OVERHEAD {
+        return Err(FormatError::MalformedCiphertext {
+            reason: "a cluster-seed record is shorter than its info, nonce and tag",
+        });
+    }
+    let (info, sealed) = ciphertext.split_at(CLUSTER_SEED_INFO_LEN);
+    Ok(SeededRecord {
+        info: info
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("split at its length")),
+        sealed: sealed.to_vec(),
+        associated_data,
+    })
+}
+
+/// Opens a cluster-seed record with the seed: AES-256-GCM under HKDF-Expand-SHA256(seed, info).
+/// `None` when it does not open (another seed, altered bytes or associated data).
+pub fn open_seeded(seed: &[u8], record: &SeededRecord) -> Option<Zeroizing<Vec<u8>>> {
+    SecretKey::hkdf_sha256_expand(seed, &record.info)
+        .gcm()
+        .open(&record.associated_data, &record.sealed)
+        .ok()
+}
+
+/// The seed file of the Go plugin's cluster-seed mode, as `--generate-encrypted-cluster-seed-file`
+/// writes it: JSON of k8s.io/kms's `EncryptResponse` (Go field names, matched without case as
+/// Go's decoder matches them; bytes in standard base64). Returns the seed's Key Vault record and
+/// the key version its annotations name.
+pub fn parse_seed_file(json: &[u8]) -> Result<(LegacyCiphertext, String), SeedFileError> {
+    use base64::Engine as _;
+    let bad = |reason: String| SeedFileError { reason };
+    if json.len() > MAX_SEED_FILE_LEN {
+        return Err(bad(format!("larger than {MAX_SEED_FILE_LEN} bytes")));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|error| bad(format!("not JSON ({error})")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| bad("not a JSON object".to_owned()))?;
+    let field = |name: &str| {
+        object
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    };
+    let base64 = |what: &str, value: &serde_json::Value| {
+        value
+            .as_str()
+            .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+            .ok_or_else(|| bad(format!("{what} is not standard base64")))
+    };
+    let ciphertext = base64(
+        "Ciphertext",
+        field("Ciphertext").ok_or_else(|| bad("no Ciphertext".to_owned()))?,
+    )?;
+    let key_id = field("KeyID")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| bad("no KeyID string".to_owned()))?;
+    let mut annotations = HashMap::new();
+    let listed = field("Annotations")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| bad("no Annotations object".to_owned()))?;
+    for (key, value) in listed {
+        annotations.insert(key.clone(), base64(&format!("annotation {key}"), value)?);
+    }
+    let version = annotations
+        .get(SEED_KEY_VERSION_ANNOTATION)
+        .and_then(|version| String::from_utf8(version.clone()).ok())
+        .ok_or_else(|| bad(format!("no {SEED_KEY_VERSION_ANNOTATION} annotation")))?;
+    annotations.retain(|key, _| !SEED_FILE_ANNOTATIONS.contains(&key.as_str()));
+    match parse_v2(&ciphertext, key_id, &annotations) {
+        Ok(V2Record::KeyVault(record)) => Ok((record, version)),
+        Ok(V2Record::ClusterSeed(_)) => {
+            Err(bad("holds a cluster-seed record, not the seed".to_owned()))
+        }
+        Err(error) => Err(bad(format!("the seed's record: {error}"))),
+    }
+}
+
+/// A cluster seed file that is not what the Go plugin writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedFileError {
+    /// What is wrong (never a byte of the file).
+    pub reason: String,
+}
+
+impl std::fmt::Display for SeedFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not a cluster seed file of the Azure Go KMS plugin: {}",
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for SeedFileError {}
 
 /// What a v1 blob is.
 #[derive(Debug, PartialEq, Eq)]
@@ -164,6 +353,38 @@ fn is_base64url(b: u8) -> bool {
 pub use crate::crypto::base64url::{
     decode as decode_base64url, encode as encode_base64url, encoded_len as base64url_len,
 };
+
+/// Seed files for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// The seed file as the Go plugin writes it (encoding/json of k8s.io/kms's EncryptResponse:
+    /// Go field names, standard base64).
+    pub(crate) fn seed_file_with(version: &str, ciphertext: &[u8]) -> String {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        serde_json::json!({
+            "Ciphertext": b64(ciphertext),
+            "KeyID": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "Annotations": {
+                "version.azure.akv.io": b64(b"1"),
+                "algorithm.azure.akv.io": b64(b"RSA-OAEP-256"),
+                "date.azure.akv.io": b64(b"Mon, 01 Dec 2025 10:00:00 GMT"),
+                "x-ms-request-id.azure.akv.io": b64(b"0a1b"),
+                "x-ms-keyvault-region.azure.akv.io": b64(b"westeurope"),
+                "created-at.azure.akv.io": b64(b"2025-12-01T10:00:00Z"),
+                "vault-name.azure.akv.io": b64(b"kv-prod"),
+                "key-name.azure.akv.io": b64(b"kms"),
+                "key-version.azure.akv.io": b64(version.as_bytes()),
+            },
+        })
+        .to_string()
+    }
+
+    /// A seed file naming `version`, with a 256-byte raw RSA ciphertext.
+    pub(crate) fn seed_file(version: &str) -> String {
+        seed_file_with(version, &[0xa5; 256])
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -265,7 +486,9 @@ mod tests {
         let raw = vec![0xc3; 256];
         let annotations = go_v2_annotations();
         assert!(is_v2_record(&annotations));
-        let record = parse_v2(&raw, "abc", &annotations).unwrap();
+        let Ok(V2Record::KeyVault(record)) = parse_v2(&raw, "abc", &annotations) else {
+            panic!("a Key Vault record");
+        };
         assert_eq!(record.key_id.as_deref(), Some("abc"));
         assert_eq!(record.algorithm, LegacyAlgorithm::RsaOaep256);
 
@@ -276,7 +499,7 @@ mod tests {
         assert!(parse_v2(&raw, "abc", &extra).is_ok());
 
         let refusals = [
-            (VERSION_ANNOTATION, b"2".to_vec()),
+            (VERSION_ANNOTATION, b"3".to_vec()),
             (ALGORITHM_ANNOTATION, b"RSA1_5".to_vec()),
             (format::WRAPPED_KEK_ANNOTATION, b"x".to_vec()),
         ];
@@ -285,17 +508,113 @@ mod tests {
             annotations.insert(key.to_owned(), value);
             assert!(parse_v2(&raw, "abc", &annotations).is_err(), "{key}");
         }
-        let mut seeded = go_v2_annotations();
-        seeded.insert(VERSION_ANNOTATION.to_owned(), b"2".to_vec());
-        assert_eq!(
-            parse_v2(&raw, "abc", &seeded).unwrap_err().to_string(),
-            format!("malformed annotations: {CLUSTER_SEED_REFUSAL}"),
-            "the cluster-seed mode is named, not just refused"
-        );
         let mut missing = go_v2_annotations();
         missing.remove(ALGORITHM_ANNOTATION);
         assert!(parse_v2(&raw, "abc", &missing).is_err());
         assert!(parse_v2(&raw, "", &go_v2_annotations()).is_err());
         assert!(parse_v2(&raw[..100], "abc", &go_v2_annotations()).is_err());
+    }
+
+    /// A record the Go plugin's cluster-seed mode writes, computed independently with Python's
+    /// `cryptography` (HKDFExpand SHA-256, AESGCM): seed 0..64, info (7i+3), nonce (11i+5),
+    /// associated data "0f6d3a52-uid", plaintext 32 × 0x42.
+    const SEEDED_RECORD: &str = "030a11181f262d343b424950575e656c737a81888f969da4abb2b9c0c7ced5dc\
+        05101b26313c47525d68737e22256d040c92899e6521306f37621946deef6037e2b98975c0a42d9b099d\
+        0092d4f9774d781d99c41a0e4d1d621f4fba";
+    const SEEDED_AAD: &[u8] = b"0f6d3a52-uid";
+
+    fn seeded_annotations(aad: &[u8]) -> HashMap<String, Vec<u8>> {
+        HashMap::from([
+            (VERSION_ANNOTATION.to_owned(), b"2".to_vec()),
+            (AUTHENTICATED_DATA_ANNOTATION.to_owned(), aad.to_vec()),
+        ])
+    }
+
+    #[test]
+    fn a_cluster_seed_record_opens_with_the_seed_as_kubernetes_transformer_sealed_it() {
+        let seed: Vec<u8> = (0..64).collect();
+        let ciphertext = hex::decode(SEEDED_RECORD).unwrap();
+        let Ok(V2Record::ClusterSeed(record)) =
+            parse_v2(&ciphertext, "1", &seeded_annotations(SEEDED_AAD))
+        else {
+            panic!("a cluster-seed record");
+        };
+        assert_eq!(*open_seeded(&seed, &record).unwrap(), [0x42; 32]);
+
+        // Another seed, other associated data, or one altered bit: it does not open.
+        let mut other_seed = seed.clone();
+        other_seed[63] ^= 1;
+        assert!(open_seeded(&other_seed, &record).is_none());
+        let Ok(V2Record::ClusterSeed(moved)) =
+            parse_v2(&ciphertext, "1", &seeded_annotations(b"another-uid"))
+        else {
+            panic!("a cluster-seed record");
+        };
+        assert!(open_seeded(&seed, &moved).is_none());
+        for index in [0, 31, 32, 43, 44, ciphertext.len() - 1] {
+            let mut altered = ciphertext.clone();
+            altered[index] ^= 0x10;
+            let Ok(V2Record::ClusterSeed(altered)) =
+                parse_v2(&altered, "1", &seeded_annotations(SEEDED_AAD))
+            else {
+                panic!("still parses");
+            };
+            assert!(open_seeded(&seed, &altered).is_none(), "byte {index}");
+        }
+    }
+
+    #[test]
+    fn cluster_seed_records_need_their_key_id_annotations_and_length() {
+        let ciphertext = hex::decode(SEEDED_RECORD).unwrap();
+        let annotations = seeded_annotations(SEEDED_AAD);
+        assert!(
+            parse_v2(&ciphertext, "abc", &annotations).is_err(),
+            "key_id 1 only"
+        );
+        assert!(parse_v2(&ciphertext, "1", &seeded_annotations(b"")).is_err());
+        let mut extra = seeded_annotations(SEEDED_AAD);
+        extra.insert(ALGORITHM_ANNOTATION.to_owned(), b"RSA-OAEP-256".to_vec());
+        assert!(parse_v2(&ciphertext, "1", &extra).is_err());
+        assert!(parse_v2(&ciphertext[..59], "1", &annotations).is_err());
+        assert!(parse_v2(&ciphertext[..60], "1", &annotations).is_ok());
+    }
+
+    #[test]
+    fn the_seed_file_is_read_as_the_go_plugin_writes_it() {
+        use super::tests_support::seed_file_with;
+        let version = "0123456789abcdef0123456789abcdef";
+        let raw = vec![0xa5; 256];
+        let (record, named) = parse_seed_file(seed_file_with(version, &raw).as_bytes()).unwrap();
+        assert_eq!(named, version);
+        assert_eq!(
+            record.key_id.as_deref(),
+            Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+        );
+        assert_eq!(
+            (record.layout, record.rsa),
+            (LegacyLayout::Raw, raw.clone())
+        );
+
+        // Go's decoder matches field names without case; so does this one.
+        let lower = seed_file_with(version, &raw)
+            .replace("\"Ciphertext\"", "\"ciphertext\"")
+            .replace("\"KeyID\"", "\"keyId\"");
+        assert!(parse_seed_file(lower.as_bytes()).is_ok());
+
+        for (bad, why) in [
+            ("{}".to_owned(), "no Ciphertext"),
+            ("[1]".to_owned(), "not a JSON object"),
+            ("not json".to_owned(), "not JSON"),
+            (seed_file_with(version, &raw[..100]), "the seed's record"),
+            (
+                seed_file_with(version, &raw)
+                    .replace("key-version.azure.akv.io", "other.azure.akv.io"),
+                "no key-version.azure.akv.io",
+            ),
+        ] {
+            let error = parse_seed_file(bad.as_bytes()).unwrap_err().to_string();
+            assert!(error.contains(why), "{why}: {error}");
+            assert!(error.starts_with("not a cluster seed file"), "{error}");
+        }
     }
 }

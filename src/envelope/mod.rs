@@ -185,6 +185,9 @@ pub struct Envelope {
     /// What the key service decrypted for Azure's Go plugin records, by (the key_id or "v1",
     /// the RSA ciphertext): kube-apiserver reuses one DEK for many objects.
     legacy: KekCache<LegacyPlaintext>,
+    /// The Key Vault record of the Go plugin's cluster seed, when its records are to be read:
+    /// decrypted (through `legacy`, so once) when the first one is.
+    cluster_seed: Option<LegacyCiphertext>,
     refresh_state: Mutex<RefreshState>,
     rotations_key_changed: AtomicU64,
     rotations_spent: AtomicU64,
@@ -216,6 +219,7 @@ impl Envelope {
             rotation: AsyncMutex::new(()),
             cache,
             legacy: KekCache::new(cache_capacity),
+            cluster_seed: None,
             refresh_state: Mutex::new(RefreshState {
                 last_success: Some(now),
                 last_attempt: Some(now),
@@ -225,6 +229,13 @@ impl Envelope {
             rotations_spent: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
         })
+    }
+
+    /// Reads the records of the Go plugin's cluster-seed mode with the seed `seed` holds (the
+    /// record in its seed file, [`legacy::parse_seed_file`]); without it they are refused.
+    pub fn with_cluster_seed(mut self, seed: LegacyCiphertext) -> Self {
+        self.cluster_seed = Some(seed);
+        self
     }
 
     /// v2 Encrypt: seals `plaintext` with the active KEK.
@@ -253,8 +264,10 @@ impl Envelope {
         annotations: &HashMap<String, Vec<u8>>,
     ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         if legacy::is_v2_record(annotations) {
-            let record = legacy::parse_v2(ciphertext, key_id, annotations)?;
-            return self.decrypt_legacy(record).await;
+            return match legacy::parse_v2(ciphertext, key_id, annotations)? {
+                legacy::V2Record::KeyVault(record) => self.decrypt_legacy(record).await,
+                legacy::V2Record::ClusterSeed(record) => self.decrypt_seeded(&record).await,
+            };
         }
         format::check_key_id(key_id)?;
         let parsed = format::parse_v2_ciphertext(ciphertext)?;
@@ -331,6 +344,31 @@ impl Envelope {
             .await?;
         self.check_not_revoked()?;
         Ok(Zeroizing::new(plaintext.as_slice().to_vec()))
+    }
+
+    /// A record of the Go plugin's cluster-seed mode, opened with the seed (which Key Vault
+    /// decrypts once, as any Go plugin record).
+    async fn decrypt_seeded(
+        &self,
+        record: &legacy::SeededRecord,
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        let misconfigured = |reason: &str| ProviderError::Misconfigured {
+            reason: reason.to_owned(),
+        };
+        let seed_record = self.cluster_seed.clone().ok_or_else(|| {
+            misconfigured(
+                "a record of the Azure Go plugin's cluster-seed mode, and no \
+                 azure.legacy_cluster_seed_file is configured to read it",
+            )
+        })?;
+        let seed = self.decrypt_legacy(seed_record).await?;
+        if seed.len() < legacy::MIN_CLUSTER_SEED_LEN {
+            return Err(misconfigured(
+                "azure.legacy_cluster_seed_file decrypts to fewer than 32 bytes: not a cluster seed",
+            )
+            .into());
+        }
+        legacy::open_seeded(&seed, record).ok_or(EnvelopeError::Authentication)
     }
 
     /// Counters of the cache of Go plugin records' plaintexts.

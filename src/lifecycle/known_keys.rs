@@ -146,7 +146,9 @@ impl KnownKeys {
     pub fn from_config(config: &Config, current_key_id: Option<&str>) -> Self {
         let mut known = match &config.provider {
             ProviderConfig::Local { key_dir } => Self::local(key_dir),
-            ProviderConfig::Azure(azure) => Self::azure(azure),
+            ProviderConfig::Azure(azure) => {
+                Self::azure(azure, config.legacy_cluster_seed.is_some())
+            }
             ProviderConfig::Pkcs11(pkcs11) => Self::pkcs11(pkcs11),
         };
         if let Some(flag) = current_key_id {
@@ -245,7 +247,7 @@ impl KnownKeys {
         known
     }
 
-    fn azure(azure: &AzureConfig) -> Self {
+    fn azure(azure: &AzureConfig, reads_cluster_seed_records: bool) -> Self {
         let key = azure.key.clone();
         let mut known = Self::empty(
             "azure",
@@ -326,6 +328,32 @@ impl KnownKeys {
             {
                 any_version.push((old.key.clone(), index));
             }
+        }
+        // Azure's Go KMS plugin's records: read while these settings name their keys.
+        for version in &azure.legacy_key_versions {
+            known.add(ConfiguredKey {
+                role: KeyRole::DecryptOnly,
+                description: format!(
+                    "Key Vault key {:?} version {version} in {}, Azure Go KMS plugin records",
+                    key.name(),
+                    key.host()
+                ),
+                key_id: Some(key.key_id(version)),
+                retire: format!(
+                    "remove {version} from azure.legacy_key_versions (and kube-kms's Key Vault \
+                     decrypt permission, once no version is left there)"
+                ),
+            });
+        }
+        if reads_cluster_seed_records {
+            known.add(ConfiguredKey {
+                role: KeyRole::DecryptOnly,
+                description: "the Azure Go KMS plugin's cluster seed \
+                              (azure.legacy_cluster_seed_file)"
+                    .to_owned(),
+                key_id: Some(crate::envelope::legacy::CLUSTER_SEED_KEY_ID.to_owned()),
+                retire: "remove azure.legacy_cluster_seed_file, then the seed file".to_owned(),
+            });
         }
         known
     }
@@ -544,6 +572,41 @@ mod tests {
 
     fn kek() -> KeyRef {
         KeyRef::new("https://kv.vault.azure.net/", "kek").unwrap()
+    }
+
+    /// Regression: Go plugin records under azure.legacy_key_versions were "unknown to this
+    /// configuration" (which says kube-kms cannot read them) although kube-kms reads them.
+    #[test]
+    fn go_plugin_versions_and_its_cluster_seed_are_decrypt_only_keys_with_how_to_retire_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed_file = dir.path().join("seed.json");
+        std::fs::write(
+            &seed_file,
+            crate::envelope::legacy::tests_support::seed_file(V1),
+        )
+        .unwrap();
+        let known = KnownKeys::from_config(
+            &config(&format!(
+                "provider: azure\nazure:\n  vault_url: https://kv.vault.azure.net/\n  \
+                 key_name: kek\n  key_version: {V2}\n  legacy_key_versions: [{V1}]\n  \
+                 legacy_cluster_seed_file: {}\n",
+                seed_file.display()
+            )),
+            None,
+        );
+        let go_version = known.name(&kek().key_id(V1), None);
+        assert_eq!(go_version.role, KeyRole::DecryptOnly);
+        assert!(
+            go_version.description.contains("Azure Go KMS plugin"),
+            "{go_version:?}"
+        );
+        let seed = known.name("1", None);
+        assert_eq!(seed.role, KeyRole::DecryptOnly);
+        let retire = &known.configured()[seed.configured.unwrap()].retire;
+        assert!(
+            retire.contains("azure.legacy_cluster_seed_file"),
+            "{retire}"
+        );
     }
 
     #[test]
