@@ -672,10 +672,8 @@ async fn a_throttled_read_is_retried_after_its_hint_within_the_deadline<S: Store
     let took = started.elapsed();
     assert_eq!(files(&mounted), expected(&[("hot", "hot-value")]));
     assert_eq!(store.reads(), 2, "throttled once, then read");
-    assert!(
-        took >= hint && took < Duration::from_secs(5),
-        "waited {took:?}"
-    );
+    // It waited the hint out; the Mount's own deadline bounds the rest.
+    assert!(took >= hint, "waited only {took:?}");
 }
 
 async fn a_retry_hint_past_the_deadline_fails_at_once_as_resource_exhausted<S: Store>() {
@@ -689,7 +687,8 @@ async fn a_retry_hint_past_the_deadline_fails_at_once_as_resource_exhausted<S: S
     let message = status.message();
     assert_eq!(status.code(), Code::ResourceExhausted, "{message}");
     assert!(message.contains("objectName:cold"), "{message}");
-    assert!(took < Duration::from_secs(2), "failed after {took:?}");
+    // Not after waiting for the 30 s hint (a bound on waiting, not on speed).
+    assert!(took < Duration::from_secs(15), "failed after {took:?}");
     assert_eq!(store.reads(), 1, "not retried into the throttling");
 }
 
@@ -714,8 +713,9 @@ async fn a_mount_past_its_deadline_fails_as_deadline_exceeded<S: Store>() {
     let message = status.message();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{message}");
     assert!(message.contains("objectName:slow"), "{message}");
+    // At its deadline, not before, and without waiting for the 5 s read.
     assert!(
-        took >= budget - Duration::from_millis(100) && took < budget * 2,
+        took >= budget - Duration::from_millis(100) && took < Duration::from_secs(4),
         "failed after {took:?}"
     );
 }

@@ -679,8 +679,10 @@ async fn a_retry_after_past_the_deadline_fails_at_once_for_every_waiter() {
         assert!(error.to_string().contains("retry after 30 s"), "{error}");
         assert_eq!(error.code(), tonic::Code::ResourceExhausted);
     }
+    // At once: well before the 5 s deadline a wait would have run into (a bound on waiting,
+    // not on speed).
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(4),
         "{:?}",
         started.elapsed()
     );
