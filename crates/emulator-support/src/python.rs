@@ -12,9 +12,18 @@ use std::time::Duration;
 const INSTALL_HINT: &str = "install Python 3.9+ and the SDKs with \
      `python3 -m pip install -r tests/python/requirements.txt` (from the repository root)";
 
+/// Proxy and CA variables no suite inherits: the suites talk to loopback only.
+const ALWAYS_SCRUBBED: &[&str] = &[
+    "CURL_CA_BUNDLE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+];
+
 /// Panics, saying what to install, unless python3 runs and `imports` (a comma-separated list
 /// of modules) imports; `what` names the packages in the message.
-pub fn require(imports: &str, what: &str) {
+fn require(imports: &str, what: &str) {
     let probe = std::process::Command::new("python3")
         .args(["-c", &format!("import {imports}")])
         .output()
@@ -32,7 +41,11 @@ pub fn require(imports: &str, what: &str) {
 pub struct Suites<'a> {
     /// The directory of the suites' modules.
     pub dir: &'a str,
-    /// Environment variables removed before the suite runs.
+    /// The modules the suites import (comma-separated), checked before each run.
+    pub imports: &'a str,
+    /// What those modules are, for the message when they are missing.
+    pub packages: &'a str,
+    /// Environment variables removed before a suite runs (besides proxies and `CURL_CA_BUNDLE`).
     pub scrubbed: &'a [&'a str],
     /// How long one suite may take.
     pub deadline: Duration,
@@ -40,8 +53,9 @@ pub struct Suites<'a> {
 
 impl Suites<'_> {
     /// Runs the unittest `module` with `env` (and `NO_PROXY` for loopback); fails with the
-    /// suite's output unless every test ran and passed.
+    /// suite's output unless python3 and the packages are there and every test ran and passed.
     pub async fn run(&self, module: &str, env: &[(&str, OsString)]) {
+        require(self.imports, self.packages);
         let mut command = tokio::process::Command::new("python3");
         command
             .args(["-m", "unittest", "-v", module])
@@ -50,7 +64,7 @@ impl Suites<'_> {
             .env("NO_PROXY", "localhost,127.0.0.1")
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        for name in self.scrubbed {
+        for name in ALWAYS_SCRUBBED.iter().chain(self.scrubbed) {
             command.env_remove(name);
         }
         for (name, value) in env {

@@ -10,13 +10,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use emulator_support::python::{self, Suites};
+use emulator_support::python::Suites;
 use keyvault_emulator::{Emulator, Options};
 
 /// The suites in tests/python; `scrubbed`: the environment variables that would steer the SDKs'
 /// credentials away from what a test chose.
 const SUITES: Suites = Suites {
     dir: concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python"),
+    imports: "azure.keyvault.keys, azure.keyvault.secrets, azure.keyvault.certificates, \
+         azure.identity, cryptography, requests",
+    packages: "Python SDK packages",
     // The suite normally takes well under a minute; debug-build RSA-4096 keys dominate.
     deadline: Duration::from_secs(600),
     scrubbed: &[
@@ -34,25 +37,11 @@ const SUITES: Suites = Suites {
         "MSI_ENDPOINT",
         "MSI_SECRET",
         "SSL_CERT_FILE",
-        "CURL_CA_BUNDLE",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
     ],
 };
 
-fn check_python() {
-    python::require(
-        "azure.keyvault.keys, azure.keyvault.secrets, azure.keyvault.certificates, \
-         azure.identity, cryptography, requests",
-        "Python SDK packages",
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_sdk_drives_the_emulator() {
-    check_python();
     let vault = Emulator::start(Options {
         page_size: 2,
         ..Options::key_vault()
@@ -119,7 +108,6 @@ async fn paged_vault() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_secrets_sdk_drives_the_emulator() {
-    check_python();
     let (vault, _dir, bundle) = paged_vault().await;
     run_suite(
         "test_secrets_sdk",
@@ -135,7 +123,6 @@ async fn microsofts_python_secrets_sdk_drives_the_emulator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_certificates_sdk_drives_the_emulator() {
-    check_python();
     let (vault, _dir, bundle) = paged_vault().await;
     run_suite(
         "test_certificates_sdk",
