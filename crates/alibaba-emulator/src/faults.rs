@@ -4,13 +4,15 @@
 //! throttled with `x-acs-retry-after`; and it reads how many requests each action received and
 //! how many authenticated reads each secret or parameter name received.
 //!
-//! Rules apply in the order added: latencies add up, the first matching non-latency rule
-//! decides. A rule with a `count` is used that many times. Time is `tokio::time::Instant`, so
-//! tests may pause the clock.
+//! Rules are applied by `emulator_support::faults` (in order; latencies add up; the first
+//! matching non-latency rule decides; a rule with a `count` is used that many times); the budget
+//! is spent only by requests no rule decided. Time is `tokio::time::Instant`, so tests may pause
+//! the clock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use emulator_support::faults::{Effect, Rule, Rules};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -106,6 +108,46 @@ impl FaultRule {
     }
 }
 
+impl Rule for FaultRule {
+    type Operation = str;
+    type Verdict = Verdict;
+
+    /// Actions and names match exactly, as the gateway's do.
+    fn applies(&self, action: &str, name: Option<&str>) -> bool {
+        self.action.as_deref().is_none_or(|a| a == action)
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|wanted| name == Some(wanted))
+    }
+
+    fn effect(&self) -> Effect<Verdict> {
+        Effect::Decide(match &self.fault {
+            Fault::Latency { millis } => return Effect::Delay(Duration::from_millis(*millis)),
+            Fault::Throttle { retry_after_millis } => Verdict::Throttle {
+                retry_after_millis: *retry_after_millis,
+            },
+            Fault::Status { status } => Verdict::Error(server_error(*status)),
+            Fault::Error {
+                status,
+                code,
+                message,
+            } => Verdict::Error(ApiError::new(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                code.clone(),
+                message
+                    .clone()
+                    .unwrap_or_else(|| "An error injected by the emulator.".to_owned()),
+            )),
+            Fault::DropConnection => Verdict::Drop,
+        })
+    }
+
+    fn remaining(&mut self) -> &mut Option<u32> {
+        &mut self.count
+    }
+}
+
 /// A request budget: at most `requests` per action per fixed window; further requests are
 /// throttled with `x-acs-retry-after` = the milliseconds left in the window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,7 +232,7 @@ pub enum Outcome {
 /// Rules, budget and counters of one emulator.
 #[derive(Debug, Default)]
 pub struct Faults {
-    rules: Vec<FaultRule>,
+    rules: Rules<FaultRule>,
     budget: Option<ThrottleBudget>,
     windows: HashMap<String, (Instant, u32)>,
     counts: BTreeMap<String, OpCounts>,
@@ -200,7 +242,7 @@ pub struct Faults {
 impl Faults {
     /// Adds a rule.
     pub fn add(&mut self, rule: FaultRule) {
-        self.rules.push(rule);
+        self.rules.add(rule);
     }
 
     /// Removes every rule.
@@ -210,7 +252,7 @@ impl Faults {
 
     /// The rules still in force.
     pub fn rules(&self) -> Vec<FaultRule> {
-        self.rules.clone()
+        self.rules.list()
     }
 
     /// Sets or removes the budget.
@@ -226,55 +268,8 @@ impl Faults {
 
     /// Decides a request's latency and fate, consuming counted rules and budget.
     pub fn plan(&mut self, action: &str, name: Option<&str>) -> (Duration, Verdict) {
-        let mut latency = Duration::ZERO;
-        let mut verdict = Verdict::Proceed;
-        for rule in &mut self.rules {
-            let other_name = rule
-                .name
-                .as_deref()
-                .is_some_and(|wanted| name != Some(wanted));
-            if rule.action.as_deref().is_some_and(|a| a != action)
-                || other_name
-                || rule.count == Some(0)
-            {
-                continue;
-            }
-            let decided = match &rule.fault {
-                Fault::Latency { millis } => {
-                    latency += Duration::from_millis(*millis);
-                    None
-                }
-                Fault::Throttle { retry_after_millis } => Some(Verdict::Throttle {
-                    retry_after_millis: *retry_after_millis,
-                }),
-                Fault::Status { status } => Some(Verdict::Error(server_error(*status))),
-                Fault::Error {
-                    status,
-                    code,
-                    message,
-                } => Some(Verdict::Error(ApiError::new(
-                    StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
-                    code.clone(),
-                    message
-                        .clone()
-                        .unwrap_or_else(|| "An error injected by the emulator.".to_owned()),
-                ))),
-                Fault::DropConnection => Some(Verdict::Drop),
-            };
-            if verdict != Verdict::Proceed && decided.is_some() {
-                continue;
-            }
-            if let Some(count) = rule.count.as_mut() {
-                *count -= 1;
-            }
-            if let Some(decided) = decided {
-                verdict = decided;
-            }
-        }
-        self.rules.retain(|rule| rule.count != Some(0));
-        if verdict == Verdict::Proceed {
-            verdict = self.spend(action);
-        }
+        let (latency, verdict) = self.rules.plan(action, name);
+        let verdict = verdict.unwrap_or_else(|| self.spend(action));
         (latency, verdict)
     }
 
