@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use emulator_support::faults::{Effect, Rule, Rules};
+use emulator_support::faults::{self, Effect, Rule};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -232,7 +232,7 @@ pub enum Outcome {
 /// Rules, budget and counters of one emulator.
 #[derive(Debug, Default)]
 pub struct Faults {
-    rules: Rules<FaultRule>,
+    rules: Vec<FaultRule>,
     budget: Option<ThrottleBudget>,
     windows: HashMap<String, (Instant, u32)>,
     counts: BTreeMap<String, OpCounts>,
@@ -242,7 +242,7 @@ pub struct Faults {
 impl Faults {
     /// Adds a rule.
     pub fn add(&mut self, rule: FaultRule) {
-        self.rules.add(rule);
+        self.rules.push(rule);
     }
 
     /// Removes every rule.
@@ -252,7 +252,7 @@ impl Faults {
 
     /// The rules still in force.
     pub fn rules(&self) -> Vec<FaultRule> {
-        self.rules.list()
+        self.rules.clone()
     }
 
     /// Sets or removes the budget.
@@ -268,7 +268,7 @@ impl Faults {
 
     /// Decides a request's latency and fate, consuming counted rules and budget.
     pub fn plan(&mut self, action: &str, name: Option<&str>) -> (Duration, Verdict) {
-        let (latency, verdict) = self.rules.plan(action, name);
+        let (latency, verdict) = faults::plan(&mut self.rules, action, name);
         let verdict = verdict.unwrap_or_else(|| self.spend(action));
         (latency, verdict)
     }

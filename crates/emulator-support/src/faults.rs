@@ -31,59 +31,31 @@ pub trait Rule {
     fn remaining(&mut self) -> &mut Option<u32>;
 }
 
-/// The rules of one emulator, in the order added.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rules<R> {
-    rules: Vec<R>,
-}
-
-impl<R> Default for Rules<R> {
-    fn default() -> Self {
-        Self { rules: Vec::new() }
-    }
-}
-
-impl<R: Rule + Clone> Rules<R> {
-    /// Adds a rule after the others.
-    pub fn add(&mut self, rule: R) {
-        self.rules.push(rule);
-    }
-
-    /// Removes every rule.
-    pub fn clear(&mut self) {
-        self.rules.clear();
-    }
-
-    /// The rules still in force.
-    pub fn list(&self) -> Vec<R> {
-        self.rules.clone()
-    }
-
-    /// The added latency and the fate of one request (`None`: no rule decided), using up one
-    /// count of every rule that applied.
-    pub fn plan(
-        &mut self,
-        operation: &R::Operation,
-        name: Option<&str>,
-    ) -> (Duration, Option<R::Verdict>) {
-        let mut latency = Duration::ZERO;
-        let mut verdict = None;
-        for rule in &mut self.rules {
-            if *rule.remaining() == Some(0) || !rule.applies(operation, name) {
-                continue;
-            }
-            match rule.effect() {
-                Effect::Delay(delay) => latency += delay,
-                Effect::Decide(_) if verdict.is_some() => continue,
-                Effect::Decide(decided) => verdict = Some(decided),
-            }
-            if let Some(count) = rule.remaining().as_mut() {
-                *count -= 1;
-            }
+/// Applies `rules` (in the order added) to one request: the added latency and its fate
+/// (`None`: no rule decided). Uses up one count of every rule that applied and forgets the
+/// rules used up.
+pub fn plan<R: Rule>(
+    rules: &mut Vec<R>,
+    operation: &R::Operation,
+    name: Option<&str>,
+) -> (Duration, Option<R::Verdict>) {
+    let mut latency = Duration::ZERO;
+    let mut verdict = None;
+    for rule in rules.iter_mut() {
+        if *rule.remaining() == Some(0) || !rule.applies(operation, name) {
+            continue;
         }
-        self.rules.retain_mut(|rule| *rule.remaining() != Some(0));
-        (latency, verdict)
+        match rule.effect() {
+            Effect::Delay(delay) => latency += delay,
+            Effect::Decide(_) if verdict.is_some() => continue,
+            Effect::Decide(decided) => verdict = Some(decided),
+        }
+        if let Some(count) = rule.remaining().as_mut() {
+            *count -= 1;
+        }
     }
+    rules.retain_mut(|rule| *rule.remaining() != Some(0));
+    (latency, verdict)
 }
 
 #[cfg(test)]
@@ -127,25 +99,30 @@ mod tests {
 
     #[test]
     fn latencies_add_up_the_first_decision_wins_and_counts_run_out() {
-        let mut rules = Rules::default();
-        rules.add(rule(1, 5, '-', Some(1)));
-        rules.add(rule(1, 7, '-', None));
-        rules.add(rule(1, 0, 'a', Some(1)));
-        rules.add(rule(1, 0, 'b', Some(1)));
-        rules.add(rule(2, 0, 'c', None));
-        assert_eq!(rules.plan(&1, None), (Duration::from_millis(12), Some('a')));
-        assert_eq!(rules.plan(&1, None), (Duration::from_millis(7), Some('b')));
-        assert_eq!(rules.plan(&1, None), (Duration::from_millis(7), None));
-        assert_eq!(rules.list().len(), 2);
-        rules.clear();
-        assert_eq!(rules.plan(&2, None), (Duration::ZERO, None));
+        let mut rules = vec![
+            rule(1, 5, '-', Some(1)),
+            rule(1, 7, '-', None),
+            rule(1, 0, 'a', Some(1)),
+            rule(1, 0, 'b', Some(1)),
+            rule(2, 0, 'c', None),
+        ];
+        assert_eq!(
+            plan(&mut rules, &1, None),
+            (Duration::from_millis(12), Some('a'))
+        );
+        assert_eq!(
+            plan(&mut rules, &1, None),
+            (Duration::from_millis(7), Some('b'))
+        );
+        assert_eq!(plan(&mut rules, &1, None), (Duration::from_millis(7), None));
+        assert_eq!(rules.len(), 2);
+        assert_eq!(plan(&mut rules, &2, None), (Duration::ZERO, Some('c')));
     }
 
     #[test]
     fn a_rule_added_with_a_zero_count_never_applies() {
-        let mut rules = Rules::default();
-        rules.add(rule(1, 0, 'a', Some(0)));
-        assert_eq!(rules.plan(&1, None), (Duration::ZERO, None));
-        assert!(rules.list().is_empty());
+        let mut rules = vec![rule(1, 0, 'a', Some(0))];
+        assert_eq!(plan(&mut rules, &1, None), (Duration::ZERO, None));
+        assert!(rules.is_empty());
     }
 }

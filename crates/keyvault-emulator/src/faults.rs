@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use emulator_support::faults::{Effect, Rule, Rules};
+use emulator_support::faults::{self, Effect, Rule};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -273,7 +273,7 @@ pub enum Outcome {
 /// The fault plan, the budgets and the counters of one emulator.
 #[derive(Debug, Default)]
 pub struct Faults {
-    rules: Rules<FaultRule>,
+    rules: Vec<FaultRule>,
     limits: Option<ThrottleLimits>,
     window_start: Option<Instant>,
     spent: HashMap<BudgetClass, u32>,
@@ -300,7 +300,7 @@ pub struct ReadCount {
 impl Faults {
     /// Adds a rule.
     pub fn add(&mut self, rule: FaultRule) {
-        self.rules.add(rule);
+        self.rules.push(rule);
     }
 
     /// Removes every rule.
@@ -310,7 +310,7 @@ impl Faults {
 
     /// The rules still in force.
     pub fn rules(&self) -> Vec<FaultRule> {
-        self.rules.list()
+        self.rules.clone()
     }
 
     /// Turns budget throttling on (with these limits) or off.
@@ -328,7 +328,7 @@ impl Faults {
     /// Decides the injected latency and the fate of a request, consuming counted rules.
     /// `name` is the object the request names, if any.
     pub fn plan(&mut self, operation: Operation, name: Option<&str>) -> (Duration, Verdict) {
-        let (latency, verdict) = self.rules.plan(&operation, name);
+        let (latency, verdict) = faults::plan(&mut self.rules, &operation, name);
         (latency, verdict.unwrap_or(Verdict::Proceed))
     }
 
