@@ -4,13 +4,15 @@
 //! throttled with `x-acs-retry-after`; and it reads how many requests each action received and
 //! how many authenticated reads each secret or parameter name received.
 //!
-//! Rules apply in the order added: latencies add up, the first matching non-latency rule
-//! decides. A rule with a `count` is used that many times. Time is `tokio::time::Instant`, so
-//! tests may pause the clock.
+//! Rules are applied by `emulator_support::faults` (in order; latencies add up; the first
+//! matching non-latency rule decides; a rule with a `count` is used that many times); the budget
+//! is spent only by requests no rule decided. Time is `tokio::time::Instant`, so tests may pause
+//! the clock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use emulator_support::faults::{self, Effect, Rule};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -103,6 +105,46 @@ impl FaultRule {
     pub fn times(mut self, count: u32) -> Self {
         self.count = Some(count);
         self
+    }
+}
+
+impl Rule for FaultRule {
+    type Operation = str;
+    type Verdict = Verdict;
+
+    /// Actions and names match exactly, as the gateway's do.
+    fn applies(&self, action: &str, name: Option<&str>) -> bool {
+        self.action.as_deref().is_none_or(|a| a == action)
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|wanted| name == Some(wanted))
+    }
+
+    fn effect(&self) -> Effect<Verdict> {
+        Effect::Decide(match &self.fault {
+            Fault::Latency { millis } => return Effect::Delay(Duration::from_millis(*millis)),
+            Fault::Throttle { retry_after_millis } => Verdict::Throttle {
+                retry_after_millis: *retry_after_millis,
+            },
+            Fault::Status { status } => Verdict::Error(server_error(*status)),
+            Fault::Error {
+                status,
+                code,
+                message,
+            } => Verdict::Error(ApiError::new(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                code.clone(),
+                message
+                    .clone()
+                    .unwrap_or_else(|| "An error injected by the emulator.".to_owned()),
+            )),
+            Fault::DropConnection => Verdict::Drop,
+        })
+    }
+
+    fn remaining(&mut self) -> &mut Option<u32> {
+        &mut self.count
     }
 }
 
@@ -226,55 +268,8 @@ impl Faults {
 
     /// Decides a request's latency and fate, consuming counted rules and budget.
     pub fn plan(&mut self, action: &str, name: Option<&str>) -> (Duration, Verdict) {
-        let mut latency = Duration::ZERO;
-        let mut verdict = Verdict::Proceed;
-        for rule in &mut self.rules {
-            let other_name = rule
-                .name
-                .as_deref()
-                .is_some_and(|wanted| name != Some(wanted));
-            if rule.action.as_deref().is_some_and(|a| a != action)
-                || other_name
-                || rule.count == Some(0)
-            {
-                continue;
-            }
-            let decided = match &rule.fault {
-                Fault::Latency { millis } => {
-                    latency += Duration::from_millis(*millis);
-                    None
-                }
-                Fault::Throttle { retry_after_millis } => Some(Verdict::Throttle {
-                    retry_after_millis: *retry_after_millis,
-                }),
-                Fault::Status { status } => Some(Verdict::Error(server_error(*status))),
-                Fault::Error {
-                    status,
-                    code,
-                    message,
-                } => Some(Verdict::Error(ApiError::new(
-                    StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
-                    code.clone(),
-                    message
-                        .clone()
-                        .unwrap_or_else(|| "An error injected by the emulator.".to_owned()),
-                ))),
-                Fault::DropConnection => Some(Verdict::Drop),
-            };
-            if verdict != Verdict::Proceed && decided.is_some() {
-                continue;
-            }
-            if let Some(count) = rule.count.as_mut() {
-                *count -= 1;
-            }
-            if let Some(decided) = decided {
-                verdict = decided;
-            }
-        }
-        self.rules.retain(|rule| rule.count != Some(0));
-        if verdict == Verdict::Proceed {
-            verdict = self.spend(action);
-        }
+        let (latency, verdict) = faults::plan(&mut self.rules, action, name);
+        let verdict = verdict.unwrap_or_else(|| self.spend(action));
         (latency, verdict)
     }
 

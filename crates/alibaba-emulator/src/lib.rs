@@ -24,7 +24,6 @@ pub mod metadata;
 pub mod oos;
 pub mod respond;
 pub mod router;
-pub mod server;
 pub mod sign;
 pub mod state;
 pub mod store;
@@ -36,15 +35,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use emulator_support::start::{self as start, Serving};
 use tokio_rustls::TlsAcceptor;
 
+pub use emulator_support::TlsSource;
 pub use error::{ApiError, EmulatorError};
 pub use faults::{Fault, FaultRule, OpCounts, ReadCount, ThrottleBudget};
 pub use identity::{AccessKeySpec, Grants, OidcProviderSpec, OidcTrust, RoleSpec};
-pub use keyvault_emulator::TlsSource;
 pub use store::{
     DataType, ParameterInfo, ParameterSpec, SecretInfo, SecretSpec, SecretVersionInfo,
     SecretVersionSpec,
@@ -128,91 +125,47 @@ impl Options {
 #[derive(Debug)]
 pub struct Emulator;
 
-fn bind_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> EmulatorError {
-    move |source| EmulatorError::Bind { addr, source }
-}
-
 impl Emulator {
     /// Binds the listeners, writes `ca.pem` and starts serving on the current tokio runtime.
     pub async fn start(options: Options) -> Result<RunningEmulator, EmulatorError> {
         let tls =
             keyvault_emulator::certs::ServerTls::new(&options.tls, &options.certificate_names())
                 .map_err(EmulatorError::Tls)?;
-        let (state_dir, temp_dir) = match &options.state_dir {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("alibaba-emulator-")
-                    .tempdir()
-                    .map_err(|source| EmulatorError::Io {
-                        path: std::env::temp_dir(),
-                        source,
-                    })?;
-                (temp.path().to_owned(), Some(temp))
-            }
-        };
-        let io_error = |path: &Path| {
-            let path = path.to_owned();
-            move |source| EmulatorError::Io { path, source }
-        };
-        std::fs::create_dir_all(&state_dir).map_err(io_error(&state_dir))?;
-        let ca_pem_path = state_dir.join("ca.pem");
-        std::fs::write(&ca_pem_path, &tls.ca_pem).map_err(io_error(&ca_pem_path))?;
-
-        let https = TcpListener::bind(options.bind)
-            .await
-            .map_err(bind_error(options.bind))?;
-        let addr = https.local_addr().map_err(bind_error(options.bind))?;
+        let mut serving = Serving::new(
+            options.state_dir.as_deref(),
+            "alibaba-emulator-",
+            tls.ca_pem,
+        )?;
+        let (https, addr) = start::bind(options.bind).await?;
         let metadata = match options.metadata_bind {
-            Some(bind) => {
-                let listener = TcpListener::bind(bind).await.map_err(bind_error(bind))?;
-                let local = listener.local_addr().map_err(bind_error(bind))?;
-                Some((listener, local))
-            }
+            Some(bind) => Some(start::bind(bind).await?),
             None => None,
-        };
-        let host = if addr.ip().is_loopback() {
-            "localhost".to_owned()
-        } else {
-            addr.ip().to_string()
         };
         let config = Config {
             region: options.region.clone(),
             account_id: options.account_id.clone(),
-            default_host: format!("{host}:{}", addr.port()),
-            ca_pem_path: ca_pem_path.clone(),
+            default_host: start::host_port(addr),
+            ca_pem_path: serving.ca_pem_path().to_owned(),
             metadata_url: metadata
                 .as_ref()
                 .map(|(_, a)| format!("http://{}:{}", a.ip(), a.port())),
             ecs_credentials_lifetime: options.ecs_credentials_lifetime,
         };
         let shared = Arc::new(Shared::new(config));
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(server::serve(
-            https,
-            Some(TlsAcceptor::from(tls.config)),
-            Arc::clone(&shared),
-            Listener::Https,
-            stopped.clone(),
-        ))];
+        let handler = |kind| {
+            let shared = Arc::clone(&shared);
+            move |request| router::handle(Arc::clone(&shared), kind, request)
+        };
+        let tls = Some(TlsAcceptor::from(tls.config));
+        serving.spawn(https, tls, handler(Listener::Https));
         if let Some((listener, _)) = metadata {
-            tasks.push(tokio::spawn(server::serve(
-                listener,
-                None,
-                Arc::clone(&shared),
-                Listener::Metadata,
-                stopped,
-            )));
+            serving.spawn(listener, None, handler(Listener::Metadata));
         }
         tracing::info!(endpoint = %shared.config.default_host, "alibaba-emulator listening");
         Ok(RunningEmulator {
             shared,
             addr,
-            ca_pem: tls.ca_pem,
-            ca_pem_path,
-            stop,
-            tasks,
-            _temp_dir: temp_dir,
+            serving,
         })
     }
 }
@@ -221,11 +174,7 @@ impl Emulator {
 pub struct RunningEmulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    ca_pem: String,
-    ca_pem_path: PathBuf,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    _temp_dir: Option<tempfile::TempDir>,
+    serving: Serving,
 }
 
 impl std::fmt::Debug for RunningEmulator {
@@ -234,15 +183,6 @@ impl std::fmt::Debug for RunningEmulator {
             .field("endpoint", &self.endpoint())
             .field("metadata_url", &self.metadata_url())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for RunningEmulator {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        for task in &self.tasks {
-            task.abort();
-        }
     }
 }
 
@@ -273,12 +213,12 @@ impl RunningEmulator {
 
     /// The CA certificate (PEM) that issued the server certificate.
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        self.serving.ca_pem()
     }
 
     /// The file holding [`RunningEmulator::ca_pem`] (`SSL_CERT_FILE`, `Config.ca`).
     pub fn ca_pem_path(&self) -> &Path {
-        &self.ca_pem_path
+        self.serving.ca_pem_path()
     }
 
     /// The plain-HTTP metadata listener, `http://127.0.0.1:PORT`, if it runs (an HTTP proxy
@@ -298,11 +238,8 @@ impl RunningEmulator {
     }
 
     /// Stops serving and waits for the listeners to finish.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        for task in std::mem::take(&mut self.tasks) {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.serving.shutdown().await;
     }
 
     fn owner(&self, account: Option<&String>) -> String {

@@ -8,9 +8,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use alibaba_emulator::{AccessKeySpec, Emulator, Options, TlsSource};
+use alibaba_emulator::{AccessKeySpec, Emulator, Options};
 use anyhow::Context;
 use clap::Parser;
+use emulator_support::cli::{TlsArgs, optional_listen};
 
 /// Alibaba Cloud KMS Secrets Manager + OOS + STS + ECS metadata emulator over HTTPS.
 #[derive(Debug, Parser)]
@@ -34,15 +35,8 @@ struct Args {
     /// Another DNS name for the generated certificate (repeatable).
     #[arg(long = "tls-name")]
     tls_names: Vec<String>,
-    /// Server certificate chain (PEM) instead of a generated one; needs --tls-key and --tls-ca.
-    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
-    tls_cert: Option<PathBuf>,
-    /// Server private key (PEM).
-    #[arg(long)]
-    tls_key: Option<PathBuf>,
-    /// CA certificate clients should trust (PEM).
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Register an AccessKey with every grant: this id ...
     #[arg(long, requires = "access_key_secret_file")]
     access_key_id: Option<String>,
@@ -53,33 +47,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    emulator_support::cli::init_tracing();
     let args = Args::parse();
-    let metadata_bind = match args.metadata_listen.as_str() {
-        "off" | "none" => None,
-        text => Some(
-            text.parse()
-                .context("--metadata-listen must be ADDRESS:PORT or off")?,
-        ),
-    };
-    let tls = match (args.tls_cert, args.tls_key, args.tls_ca) {
-        (Some(cert_chain), Some(key), Some(ca)) => TlsSource::Files {
-            cert_chain,
-            key,
-            ca,
-        },
-        _ => TlsSource::Generate,
-    };
+    let metadata_bind = optional_listen(&args.metadata_listen)
+        .context("--metadata-listen must be ADDRESS:PORT or off")?;
     let options = Options {
         bind: args.listen,
         metadata_bind,
-        tls,
+        tls: args.tls.source(),
         extra_names: args.tls_names,
         region: args.region,
         account_id: args.account_id,

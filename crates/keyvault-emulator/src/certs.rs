@@ -5,7 +5,7 @@
 //! Private keys stay in memory; only the CA certificate (public) is written to disk.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rcgen::{
@@ -20,22 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::error::EmulatorError;
 
-/// Where the server's certificate comes from.
-#[derive(Debug, Clone, Default)]
-pub enum TlsSource {
-    /// Generate a CA and a leaf for localhost / 127.0.0.1 (plus any extra names).
-    #[default]
-    Generate,
-    /// Use these PEM files.
-    Files {
-        /// The leaf certificate, optionally followed by intermediates.
-        cert_chain: PathBuf,
-        /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
-        key: PathBuf,
-        /// The CA certificate clients should trust (copied to the emulator's `ca.pem`).
-        ca: PathBuf,
-    },
-}
+pub use emulator_support::TlsSource;
 
 /// The server side of TLS and the CA certificate clients trust.
 pub struct ServerTls {

@@ -352,6 +352,15 @@ impl std::error::Error for EmulatorError {
     }
 }
 
+impl From<emulator_support::StartError> for EmulatorError {
+    fn from(error: emulator_support::StartError) -> Self {
+        match error {
+            emulator_support::StartError::Bind { addr, source } => Self::Bind { addr, source },
+            emulator_support::StartError::Io { path, source } => Self::Io { path, source },
+        }
+    }
+}
+
 impl From<ServiceError> for EmulatorError {
     fn from(error: ServiceError) -> Self {
         Self::Service(error)

@@ -3,14 +3,15 @@
 //! per-10-second request budgets, and reads how many calls each operation received and how
 //! many reads each secret and certificate version received.
 //!
-//! Rules are consulted in the order they were added; a rule may be narrowed to one object
-//! name. Latency rules add up; the first matching
-//! non-latency rule decides the outcome. A rule with a `count` is used that many times and then
-//! forgotten. Time is `tokio::time::Instant`, so tests may pause the clock.
+//! Rules are applied by `emulator_support::faults` (in order; latencies add up; the first
+//! matching non-latency rule decides; a rule with a `count` is used that many times); a rule
+//! may be narrowed to one object name, matched case-insensitively. Time is
+//! `tokio::time::Instant`, so tests may pause the clock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use emulator_support::faults::{self, Effect, Rule};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -91,6 +92,37 @@ impl FaultRule {
     pub fn times(mut self, count: u32) -> Self {
         self.count = Some(count);
         self
+    }
+}
+
+impl Rule for FaultRule {
+    type Operation = Operation;
+    type Verdict = Verdict;
+
+    /// Object names match case-insensitively, as the service's names do.
+    fn applies(&self, operation: &Operation, name: Option<&str>) -> bool {
+        self.operation.is_none_or(|op| op == *operation)
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|wanted| name.is_some_and(|n| n.eq_ignore_ascii_case(wanted)))
+    }
+
+    fn effect(&self) -> Effect<Verdict> {
+        Effect::Decide(match &self.fault {
+            Fault::Latency { millis } => return Effect::Delay(Duration::from_millis(*millis)),
+            Fault::Throttle { retry_after } => {
+                Verdict::Respond(ServiceError::throttled(*retry_after))
+            }
+            Fault::Status { status } => Verdict::Respond(ServiceError::server_error(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            )),
+            Fault::DropConnection => Verdict::Drop,
+        })
+    }
+
+    fn remaining(&mut self) -> &mut Option<u32> {
+        &mut self.count
     }
 }
 
@@ -296,44 +328,8 @@ impl Faults {
     /// Decides the injected latency and the fate of a request, consuming counted rules.
     /// `name` is the object the request names, if any.
     pub fn plan(&mut self, operation: Operation, name: Option<&str>) -> (Duration, Verdict) {
-        let mut latency = Duration::ZERO;
-        let mut verdict = Verdict::Proceed;
-        for rule in &mut self.rules {
-            let other_name = rule
-                .name
-                .as_deref()
-                .is_some_and(|wanted| !name.is_some_and(|n| n.eq_ignore_ascii_case(wanted)));
-            if rule.operation.is_some_and(|op| op != operation)
-                || other_name
-                || rule.count == Some(0)
-            {
-                continue;
-            }
-            let decided = match &rule.fault {
-                Fault::Latency { millis } => {
-                    latency += Duration::from_millis(*millis);
-                    None
-                }
-                Fault::Throttle { retry_after } => {
-                    Some(Verdict::Respond(ServiceError::throttled(*retry_after)))
-                }
-                Fault::Status { status } => Some(Verdict::Respond(ServiceError::server_error(
-                    StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                ))),
-                Fault::DropConnection => Some(Verdict::Drop),
-            };
-            if verdict != Verdict::Proceed && decided.is_some() {
-                continue;
-            }
-            if let Some(count) = rule.count.as_mut() {
-                *count -= 1;
-            }
-            if let Some(decided) = decided {
-                verdict = decided;
-            }
-        }
-        self.rules.retain(|rule| rule.count != Some(0));
-        (latency, verdict)
+        let (latency, verdict) = faults::plan(&mut self.rules, &operation, name);
+        (latency, verdict.unwrap_or(Verdict::Proceed))
     }
 
     /// Charges one request to a budget; 429 Throttled when the window's budget is spent. Secret

@@ -34,7 +34,6 @@ pub mod policy;
 pub mod router;
 pub mod secrets;
 pub mod secrets_api;
-pub mod server;
 pub mod state;
 pub mod store;
 
@@ -44,9 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use emulator_support::start::{self as start, Serving};
 use tokio_rustls::TlsAcceptor;
 
 pub use certificates::CertificateInfo;
@@ -134,53 +131,17 @@ impl Emulator {
     /// Binds the listeners, writes `ca.pem` and starts serving on the current tokio runtime.
     pub async fn start(options: Options) -> Result<RunningEmulator, EmulatorError> {
         let tls = certs::ServerTls::new(&options.tls, &options.extra_names)?;
-        let (state_dir, temp_dir) = match &options.state_dir {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("keyvault-emulator-")
-                    .tempdir()
-                    .map_err(|source| EmulatorError::Io {
-                        path: std::env::temp_dir(),
-                        source,
-                    })?;
-                (temp.path().to_owned(), Some(temp))
-            }
-        };
-        std::fs::create_dir_all(&state_dir).map_err(|source| EmulatorError::Io {
-            path: state_dir.clone(),
-            source,
-        })?;
-        let ca_pem_path = state_dir.join("ca.pem");
-        std::fs::write(&ca_pem_path, &tls.ca_pem).map_err(|source| EmulatorError::Io {
-            path: ca_pem_path.clone(),
-            source,
-        })?;
-
-        let https =
-            TcpListener::bind(options.bind)
-                .await
-                .map_err(|source| EmulatorError::Bind {
-                    addr: options.bind,
-                    source,
-                })?;
-        let addr = local_addr(&https, options.bind)?;
+        let mut serving = Serving::new(
+            options.state_dir.as_deref(),
+            "keyvault-emulator-",
+            tls.ca_pem,
+        )?;
+        let (https, addr) = start::bind(options.bind).await?;
         let identity = match options.identity_bind {
-            Some(bind) => {
-                let listener = TcpListener::bind(bind)
-                    .await
-                    .map_err(|source| EmulatorError::Bind { addr: bind, source })?;
-                let addr = local_addr(&listener, bind)?;
-                Some((listener, addr))
-            }
+            Some(bind) => Some(start::bind(bind).await?),
             None => None,
         };
 
-        let host_name = if addr.ip().is_loopback() {
-            "localhost".to_owned()
-        } else {
-            addr.ip().to_string()
-        };
         let mut identity_header = [0u8; 16];
         crypto::fill_random(&mut identity_header).map_err(|e| EmulatorError::Tls(e.to_string()))?;
         let config = Config {
@@ -197,58 +158,36 @@ impl Emulator {
             page_size: options.page_size.clamp(1, 25),
             retention_days: options.retention_days,
             identity_header: hex::encode(identity_header),
-            default_host: format!("{host_name}:{}", addr.port()),
-            ca_pem_path: ca_pem_path.clone(),
+            default_host: start::host_port(addr),
+            ca_pem_path: serving.ca_pem_path().to_owned(),
             imds_url: identity
                 .as_ref()
                 .map(|(_, a)| format!("http://{}:{}", a.ip(), a.port())),
         };
         let shared = Arc::new(Shared::new(config));
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(server::serve(
-            https,
-            Some(TlsAcceptor::from(tls.config)),
-            Arc::clone(&shared),
-            Listener::Https,
-            stopped.clone(),
-        ))];
+        let handler = |kind| {
+            let shared = Arc::clone(&shared);
+            move |request| router::handle(Arc::clone(&shared), kind, request)
+        };
+        let tls = Some(TlsAcceptor::from(tls.config));
+        serving.spawn(https, tls, handler(Listener::Https));
         if let Some((listener, _)) = identity {
-            tasks.push(tokio::spawn(server::serve(
-                listener,
-                None,
-                Arc::clone(&shared),
-                Listener::PlainIdentity,
-                stopped,
-            )));
+            serving.spawn(listener, None, handler(Listener::PlainIdentity));
         }
         tracing::info!(vault = %format!("https://{}/", shared.config.default_host), kind = ?options.kind, "keyvault-emulator listening");
         Ok(RunningEmulator {
             shared,
             addr,
-            ca_pem: tls.ca_pem,
-            ca_pem_path,
-            stop,
-            tasks,
-            _temp_dir: temp_dir,
+            serving,
         })
     }
-}
-
-fn local_addr(listener: &TcpListener, bind: SocketAddr) -> Result<SocketAddr, EmulatorError> {
-    listener
-        .local_addr()
-        .map_err(|source| EmulatorError::Bind { addr: bind, source })
 }
 
 /// A running emulator. Dropping it stops the listeners.
 pub struct RunningEmulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    ca_pem: String,
-    ca_pem_path: PathBuf,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    _temp_dir: Option<tempfile::TempDir>,
+    serving: Serving,
 }
 
 impl std::fmt::Debug for RunningEmulator {
@@ -257,15 +196,6 @@ impl std::fmt::Debug for RunningEmulator {
             .field("vault_url", &self.vault_url())
             .field("kind", &self.kind())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for RunningEmulator {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        for task in &self.tasks {
-            task.abort();
-        }
     }
 }
 
@@ -294,12 +224,12 @@ impl RunningEmulator {
 
     /// The CA certificate (PEM) that issued the server certificate.
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        self.serving.ca_pem()
     }
 
     /// The file holding [`RunningEmulator::ca_pem`] (SSL_CERT_FILE / REQUESTS_CA_BUNDLE).
     pub fn ca_pem_path(&self) -> &Path {
-        &self.ca_pem_path
+        self.serving.ca_pem_path()
     }
 
     /// The emulated tenant id.
@@ -352,11 +282,8 @@ impl RunningEmulator {
     }
 
     /// Stops serving and waits for the listeners to finish.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        for task in std::mem::take(&mut self.tasks) {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.serving.shutdown().await;
     }
 
     // ----- keys -----

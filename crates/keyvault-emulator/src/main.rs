@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use keyvault_emulator::{Emulator, IdentitySpec, KeySpec, KeyType, Options, TlsSource, VaultKind};
+use emulator_support::cli::{TlsArgs, optional_listen};
+use keyvault_emulator::{Emulator, IdentitySpec, KeySpec, KeyType, Options, VaultKind};
 
 /// Azure Key Vault / Managed HSM + Entra ID + IMDS emulator over HTTPS.
 #[derive(Debug, Parser)]
@@ -31,15 +32,8 @@ struct Args {
     /// Tenant id; random by default.
     #[arg(long)]
     tenant_id: Option<String>,
-    /// Server certificate chain (PEM) instead of a generated one; needs --tls-key and --tls-ca.
-    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
-    tls_cert: Option<PathBuf>,
-    /// Server private key (PEM).
-    #[arg(long)]
-    tls_key: Option<PathBuf>,
-    /// CA certificate clients should trust (PEM).
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Register an application with this client id ...
     #[arg(long, requires = "client_secret_file")]
     client_id: Option<String>,
@@ -53,29 +47,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    emulator_support::cli::init_tracing();
     let args = Args::parse();
-    let identity_bind = match args.identity_listen.as_str() {
-        "off" | "none" => None,
-        text => Some(
-            text.parse()
-                .context("--identity-listen must be ADDRESS:PORT or off")?,
-        ),
-    };
-    let tls = match (args.tls_cert, args.tls_key, args.tls_ca) {
-        (Some(cert_chain), Some(key), Some(ca)) => TlsSource::Files {
-            cert_chain,
-            key,
-            ca,
-        },
-        _ => TlsSource::Generate,
-    };
+    let identity_bind = optional_listen(&args.identity_listen)
+        .context("--identity-listen must be ADDRESS:PORT or off")?;
     let options = Options {
         kind: if args.managed_hsm {
             VaultKind::ManagedHsm
@@ -84,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         },
         bind: args.listen,
         identity_bind,
-        tls,
+        tls: args.tls.source(),
         state_dir: args.state_dir,
         tenant_id: args.tenant_id,
         ..Options::default()

@@ -8,59 +8,40 @@
 //! install.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
+use emulator_support::python::Suites;
 use keyvault_emulator::{Emulator, Options};
 
-const SUITE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python");
-const INSTALL_HINT: &str = "install Python 3.9+ and the SDKs with \
-     `python3 -m pip install -r tests/python/requirements.txt` (from the repository root)";
-/// The suite normally takes well under a minute; debug-build RSA-4096 keys dominate.
-const PYTHON_DEADLINE: Duration = Duration::from_secs(600);
-
-/// Environment variables that would steer the SDKs' credentials away from what a test chose.
-const SCRUBBED: &[&str] = &[
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "SSL_CERT_FILE",
-    "CURL_CA_BUNDLE",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-];
-
-fn check_python() {
-    let probe = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import azure.keyvault.keys, azure.keyvault.secrets, azure.keyvault.certificates, \
-             azure.identity, cryptography, requests",
-        ])
-        .output()
-        .unwrap_or_else(|error| panic!("python3 is not runnable ({error}); {INSTALL_HINT}"));
-    assert!(
-        probe.status.success(),
-        "the Python SDK packages are missing: {}\n{INSTALL_HINT}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-}
+/// The suites in tests/python; `scrubbed`: the environment variables that would steer the SDKs'
+/// credentials away from what a test chose.
+const SUITES: Suites = Suites {
+    dir: concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python"),
+    imports: "azure.keyvault.keys, azure.keyvault.secrets, azure.keyvault.certificates, \
+         azure.identity, cryptography, requests",
+    packages: "Python SDK packages",
+    // The suite normally takes well under a minute; debug-build RSA-4096 keys dominate.
+    deadline: Duration::from_secs(600),
+    scrubbed: &[
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_AUTHORITY_HOST",
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        "IDENTITY_ENDPOINT",
+        "IDENTITY_HEADER",
+        "IDENTITY_SERVER_THUMBPRINT",
+        "IMDS_ENDPOINT",
+        "MSI_ENDPOINT",
+        "MSI_SECRET",
+        "SSL_CERT_FILE",
+    ],
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_sdk_drives_the_emulator() {
-    check_python();
     let vault = Emulator::start(Options {
         page_size: 2,
         ..Options::key_vault()
@@ -100,43 +81,11 @@ async fn microsofts_python_sdk_drives_the_emulator() {
     hsm.shutdown().await;
 }
 
-/// Runs one Python unittest module with the CA bundle and the given environment; fails with the
-/// suite's output unless every test ran and passed.
+/// Runs one Python unittest module with the CA bundle and the given environment.
 async fn run_suite(module: &str, ca_bundle: &Path, env: &[(&str, String)]) {
-    let mut command = tokio::process::Command::new("python3");
-    command
-        .args(["-m", "unittest", "-v", module])
-        .current_dir(Path::new(SUITE_DIR))
-        .env("REQUESTS_CA_BUNDLE", ca_bundle)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("NO_PROXY", "localhost,127.0.0.1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for name in SCRUBBED {
-        command.env_remove(name);
-    }
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = tokio::time::timeout(PYTHON_DEADLINE, command.output())
-        .await
-        .expect("the Python suite finished within its deadline")
-        .expect("run python3");
-    let report = format!(
-        "--- python stdout ---\n{}\n--- python stderr ---\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "the Python SDK suite {module} failed\n{report}"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("\nOK") && !stderr.contains("skipped"),
-        "the suite {module} must run every test\n{report}"
-    );
-    eprintln!("{stderr}");
+    let mut env: Vec<_> = env.iter().map(|(k, v)| (*k, v.into())).collect();
+    env.push(("REQUESTS_CA_BUNDLE", ca_bundle.into()));
+    SUITES.run(module, &env).await;
 }
 
 /// A Key Vault emulator with a page size of 2 (so lists walk nextLinks) and its CA in a file.
@@ -159,7 +108,6 @@ async fn paged_vault() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_secrets_sdk_drives_the_emulator() {
-    check_python();
     let (vault, _dir, bundle) = paged_vault().await;
     run_suite(
         "test_secrets_sdk",
@@ -175,7 +123,6 @@ async fn microsofts_python_secrets_sdk_drives_the_emulator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_certificates_sdk_drives_the_emulator() {
-    check_python();
     let (vault, _dir, bundle) = paged_vault().await;
     run_suite(
         "test_certificates_sdk",

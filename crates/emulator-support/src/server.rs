@@ -1,10 +1,17 @@
-//! Listeners: the HTTPS listener (TLS via rustls, HTTP/1.1 via hyper) that serves everything,
-//! and the optional plain-HTTP listener that serves only the managed identity endpoints, as
-//! the real IMDS does. A request answered with [`Dropped`](crate::http::Dropped) closes its
-//! connection without a response. Stopping a listener aborts its open connections.
+//! The listener loop of an emulator: accepts TCP connections, does the TLS handshake when given
+//! an acceptor, and serves HTTP/1.1 with hyper, handing every request to the emulator's router.
+//! A handler that answers `Err` (an injected dropped connection) closes its connection without
+//! a response. Stopping the loop aborts its open connections.
+//!
+//! It never reads or logs a request: routing, answers and faults are the emulator's.
 
-use std::sync::Arc;
+use std::error::Error;
+use std::future::Future;
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -13,17 +20,18 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::router::{self, Listener};
-use crate::state::Shared;
-
-/// Accepts connections until `shutdown` turns true (or its sender is dropped).
-pub async fn serve(
+/// Accepts connections until `shutdown` turns true (or its sender is dropped), serving each
+/// request with `handler`; `tls` `None` serves plain HTTP.
+pub async fn serve<H, F, E>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
-    kind: Listener,
+    handler: H,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
+    E: Into<Box<dyn Error + Send + Sync>>,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -36,14 +44,15 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let shared = Arc::clone(&shared);
-                let tls = tls.clone();
+                let (handler, tls) = (handler.clone(), tls.clone());
                 connections.spawn(async move {
-                    let service = service_fn(move |request| {
-                        let shared = Arc::clone(&shared);
-                        async move { router::handle(shared, kind, request).await }
-                    });
+                    let service = service_fn(handler);
                     let result = match tls {
+                        None => {
+                            http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
                         Some(acceptor) => match acceptor.accept(stream).await {
                             Ok(stream) => {
                                 http1::Builder::new()
@@ -55,11 +64,6 @@ pub async fn serve(
                                 return;
                             }
                         },
-                        None => {
-                            http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await
-                        }
                     };
                     if let Err(error) = result {
                         tracing::debug!(%peer, %error, "connection ended");
