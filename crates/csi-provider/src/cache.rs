@@ -10,9 +10,11 @@
 //! pinned versions and the version a "latest" read returned ([`Fetcher::pinned_alias`]) live
 //! `pinned_ttl` (10 min); listings live `versions_ttl`.
 //!
-//! Concurrent identical requests are coalesced: one read runs (in its own task, under the first
-//! requester's deadline) and every waiter gets its answer, so 100 pods mounting the same object
-//! cost one GET. Reads of one endpoint (a vault, a KMS or OOS endpoint) are bounded by a
+//! Concurrent identical requests are coalesced: one read runs (in its own task, under the
+//! deadline of the requester that started it) and every waiter gets its answer, so 100 pods
+//! mounting the same object cost one GET. A waiter with more time than that read had is not
+//! failed by its deadline: when the shared read ends in an error at its deadline, the waiter
+//! reads again under its own (at most [`MAX_FLIGHTS_PER_LOOKUP`] times). Reads of one endpoint (a vault, a KMS or OOS endpoint) are bounded by a
 //! semaphore. A throttled answer is given to every waiter as is (no waiter retries on its own),
 //! and until its retry-after passes new reads in its throttle scope ([`Fetcher::throttle_scope`]:
 //! the endpoint for Key Vault, whose limits are per vault; the endpoint and identity for Alibaba
@@ -264,7 +266,14 @@ struct Ready<F: Fetcher> {
 /// A read in flight; its answer is published once.
 struct Flight<F: Fetcher> {
     answer: watch::Sender<Option<Answer<F>>>,
+    /// The deadline its read runs under: its starter's.
+    deadline: Instant,
 }
+
+/// How many reads one lookup may start or join: a waiter whose shared read failed at that
+/// read's (earlier) deadline reads again under its own, and another short-deadline requester
+/// may have started that one too.
+const MAX_FLIGHTS_PER_LOOKUP: usize = 3;
 
 /// One endpoint's concurrency bound.
 struct Gate {
@@ -276,6 +285,8 @@ struct Gate {
 const MAX_GATES: usize = 4096;
 /// How often expired entries are swept (on use).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How close to its deadline a failed read counts as cut short by it.
+const DEADLINE_SLACK: Duration = Duration::from_millis(50);
 
 impl<F: Fetcher> Cache<F> {
     /// A cache reading through `fetcher`, reporting to `observer` when there is one.
@@ -363,7 +374,31 @@ impl<F: Fetcher> Inner<F> {
         request: F::Request,
         deadline: Instant,
     ) -> Answer<F> {
-        let (mut receiver, outcome, expired, task) = {
+        let mut flights = 0;
+        loop {
+            flights += 1;
+            let (answer, read_deadline) = self.lookup_once(&key, &request, deadline).await;
+            // A shared read that failed at its starter's earlier deadline says nothing about
+            // this waiter, which still has time: it reads again under its own deadline.
+            let cut_short = answer.is_err()
+                && read_deadline < deadline
+                && Instant::now() + DEADLINE_SLACK >= read_deadline
+                && Instant::now() < deadline;
+            if !cut_short || flights >= MAX_FLIGHTS_PER_LOOKUP {
+                return answer;
+            }
+        }
+    }
+
+    /// One lookup: the cached answer, or the answer of the read in flight (joined or started);
+    /// with the deadline that read ran under (this lookup's own for a cached answer).
+    async fn lookup_once(
+        self: &Arc<Self>,
+        key: &F::Key,
+        request: &F::Request,
+        deadline: Instant,
+    ) -> (Answer<F>, Instant) {
+        let (mut receiver, read_deadline, outcome, expired, task) = {
             let mut state = lock(&self.state);
             let now = Instant::now();
             let expired = if state.last_sweep + SWEEP_EVERY <= now {
@@ -374,20 +409,29 @@ impl<F: Fetcher> Inner<F> {
             };
             let cached = state
                 .ready
-                .get(&key)
+                .get(key)
                 .filter(|ready| ready.expires > now)
                 .map(|ready| ready.answer.clone());
             if let Some(answer) = cached {
                 drop(state);
                 drop(expired);
                 self.count(Lookup::Hit);
-                return answer;
+                return (answer, deadline);
             }
-            match state.flights.get(&key) {
-                Some(flight) => (flight.answer.subscribe(), Lookup::Coalesced, expired, None),
+            match state.flights.get(key) {
+                Some(flight) => (
+                    flight.answer.subscribe(),
+                    flight.deadline,
+                    Lookup::Coalesced,
+                    expired,
+                    None,
+                ),
                 None => {
                     let (sender, receiver) = watch::channel(None);
-                    let flight = Arc::new(Flight { answer: sender });
+                    let flight = Arc::new(Flight {
+                        answer: sender,
+                        deadline,
+                    });
                     state.flights.insert(key.clone(), Arc::clone(&flight));
                     let task = Task {
                         inner: Arc::clone(self),
@@ -395,7 +439,7 @@ impl<F: Fetcher> Inner<F> {
                         flight,
                         done: false,
                     };
-                    (receiver, Lookup::Miss, expired, Some(task))
+                    (receiver, deadline, Lookup::Miss, expired, Some(task))
                 }
             }
         };
@@ -405,14 +449,16 @@ impl<F: Fetcher> Inner<F> {
         if let Some(task) = task {
             tokio::spawn(task.run(request.clone(), deadline));
         }
-        match tokio::time::timeout_at(deadline, receiver.wait_for(Option::is_some)).await {
-            Ok(Ok(answer)) => answer
-                .clone()
-                .unwrap_or_else(|| Err(self.fetcher.abandoned(&key, &request))),
-            // The read's task ended without an answer (it panicked).
-            Ok(Err(_closed)) => Err(self.fetcher.abandoned(&key, &request)),
-            Err(_elapsed) => Err(self.fetcher.deadline_exceeded(&key, &request)),
-        }
+        let answer =
+            match tokio::time::timeout_at(deadline, receiver.wait_for(Option::is_some)).await {
+                Ok(Ok(answer)) => answer
+                    .clone()
+                    .unwrap_or_else(|| Err(self.fetcher.abandoned(key, request))),
+                // The read's task ended without an answer (it panicked).
+                Ok(Err(_closed)) => Err(self.fetcher.abandoned(key, request)),
+                Err(_elapsed) => Err(self.fetcher.deadline_exceeded(key, request)),
+            };
+        (answer, read_deadline)
     }
 
     fn count(&self, outcome: Lookup) {
@@ -658,10 +704,16 @@ mod tests {
             &self,
             key: &TestKey,
             _request: &(),
-            _deadline: Instant,
+            deadline: Instant,
         ) -> Result<Arc<String>, TestError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(self.delay).await;
+            // As the backends' readers do, the read gives up at its deadline.
+            if tokio::time::timeout_at(deadline, tokio::time::sleep(self.delay))
+                .await
+                .is_err()
+            {
+                return Err(TestError::Deadline);
+            }
             if let Some(error) = lock(&self.failing).get(&key.2) {
                 return Err(error.clone());
             }
@@ -800,5 +852,41 @@ mod tests {
             cache.get(key("a", "slow", None), (), short).await,
             Err(TestError::Deadline)
         );
+    }
+
+    /// Regression: a coalesced read ran under the deadline of the requester that started it,
+    /// so a pod with two minutes left failed with the error of one that had a second.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_with_more_time_reads_again_when_the_shared_read_ran_out_of_its_own() {
+        let cache = Arc::new(cache(Duration::from_secs(3)));
+        let short = Instant::now() + Duration::from_secs(1);
+        let long = Instant::now() + Duration::from_secs(30);
+        let hurried = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.get(key("a", "db", None), (), short).await })
+        };
+        tokio::task::yield_now().await;
+        let patient = cache.get(key("a", "db", None), (), long).await;
+        assert_eq!(hurried.await.unwrap(), Err(TestError::Deadline));
+        assert_eq!(patient.unwrap().as_str(), "db@v9");
+        assert_eq!(
+            cache.fetcher().reads.load(Ordering::SeqCst),
+            2,
+            "joined, then its own"
+        );
+
+        // A read that fails for another reason is shared as it is: no second read.
+        lock(&cache.fetcher().failing).insert("gone".into(), TestError::Outage);
+        let sooner = Instant::now() + Duration::from_secs(10);
+        let later = Instant::now() + Duration::from_secs(30);
+        let first = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.get(key("a", "gone", None), (), sooner).await })
+        };
+        tokio::task::yield_now().await;
+        let second = cache.get(key("a", "gone", None), (), later).await;
+        assert_eq!(first.await.unwrap(), Err(TestError::Outage));
+        assert_eq!(second, Err(TestError::Outage));
+        assert_eq!(cache.fetcher().reads.load(Ordering::SeqCst), 3);
     }
 }
