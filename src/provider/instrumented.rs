@@ -5,9 +5,9 @@
 //! implement it (`ops::metrics::Metrics`, which reads the envelope, which uses providers). It
 //! records only the operation, the outcome and the time: never a key version or wrapped bytes.
 //!
-//! A call whose future is dropped before it ends — cut off at its deadline by the guard outside,
-//! or abandoned with its gRPC request — may already have reached the key service, so it is recorded too, as
-//! `Unavailable`: exactly what the guard answers for it.
+//! A call whose future is dropped before it ends — cut off at its deadline by the guard
+//! outside, or abandoned with its gRPC request — may already have reached the key service, so
+//! it is recorded too, as `Unavailable`: what the guard answers for it.
 
 use std::future::Future;
 use std::sync::Arc;
