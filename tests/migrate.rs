@@ -833,6 +833,10 @@ async fn a_dry_run_writes_nothing_and_resources_come_from_the_encryption_config(
     println!("{stdout}\n{stderr}");
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("dry run"), "{stdout}");
+    assert!(
+        stderr.contains("secrets: 7 to rewrite,") && !stderr.contains("rewritten"),
+        "a dry run never says it rewrote anything: {stderr}"
+    );
     let requests = stand_in.requests();
     assert!(
         !requests.iter().any(|r| r.starts_with("PUT")),
@@ -925,7 +929,7 @@ async fn verify_runs_the_census_after_a_clean_run() {
     );
     assert!(
         stdout.contains("local key ring version 1 (decrypt-only")
-            && stdout.contains("still encrypts 1 objects"),
+            && stdout.contains("still encrypts 1 object:"),
         "{stdout}"
     );
 }

@@ -27,6 +27,7 @@ use kube::{Client, ResourceExt};
 use tokio::task::JoinSet;
 
 use super::checkpoint::{Checkpoint, CheckpointError, Counts, FailedObject, Position, list_key};
+use super::counted;
 use super::progress::Progress;
 
 /// How many times a conflicting update is read again and retried.
@@ -237,9 +238,9 @@ impl Summary {
             "every object was rewritten or skipped; the checkpoint was removed".to_owned()
         } else {
             format!(
-                "{} objects failed{}; {} keeps where the run stopped and what failed: run the same \
+                "{} failed{}; {} keeps where the run stopped and what failed: run the same \
                  command again to retry",
-                self.failed.len(),
+                counted(self.failed.len() as u64, "object"),
                 if self.resources.iter().any(|r| r.list_error.is_some()) {
                     " and a listing stopped"
                 } else {
@@ -846,11 +847,16 @@ pub async fn migrate(
         let stopped = summary.list_error.is_some();
         if !progress_is_drawn() {
             eprintln!(
-                "{}: {} rewritten, {} skipped, {} conflicts retried in {:.1}s",
+                "{}: {} {}, {} skipped, {} retried in {:.1}s",
                 summary.resource,
                 summary.counts.rewritten,
+                if options.dry_run {
+                    "to rewrite"
+                } else {
+                    "rewritten"
+                },
                 summary.counts.skipped,
-                summary.counts.conflicts,
+                counted(summary.counts.conflicts, "conflict"),
                 summary.elapsed.as_secs_f64()
             );
         }

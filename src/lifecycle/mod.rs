@@ -18,3 +18,26 @@ pub mod migrate;
 pub mod progress;
 pub mod report;
 pub mod stored_value;
+
+/// `n` and the noun, plural unless `n` is 1 ("1 object", "2 objects"): the reports are read by
+/// people deciding whether a key may be deleted, so their counts should read as English.
+pub(crate) fn counted(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted;
+
+    #[test]
+    fn counts_read_as_english() {
+        assert_eq!(counted(0u64, "object"), "0 objects");
+        assert_eq!(counted(1u64, "object"), "1 object");
+        assert_eq!(counted(2u64, "conflict"), "2 conflicts");
+    }
+}

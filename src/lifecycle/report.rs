@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::census::Census;
+use super::counted;
 use super::encryption_config::Placement;
 use super::known_keys::{KeyRole, KnownKeys};
 
@@ -312,19 +313,20 @@ impl Report {
                 }
             }
             Status::Pending => format!(
-                "{} objects to re-encrypt: run `kube-kms migrate`, then the census again",
-                tally.pending
+                "{} to re-encrypt: run `kube-kms migrate`, then the census again",
+                counted(tally.pending, "object")
             ),
             Status::Unreadable => format!(
-                "{} objects cannot be read with this configuration (corrupt, under key_ids it \
-                 does not name, or under providers no longer in the EncryptionConfiguration); \
-                 {} more to re-encrypt",
-                tally.unreadable, tally.pending
+                "{} cannot be read with this configuration (corrupt, under key_ids it does \
+                 not name, or under providers no longer in the EncryptionConfiguration); {} more \
+                 to re-encrypt",
+                counted(tally.unreadable, "object"),
+                tally.pending
             ),
             Status::Undecided => format!(
-                "{} objects are under versions of the configured key and the current version is \
-                 not known: pass --current-key-id",
-                tally.undecided
+                "{} under versions of the configured key and the current version is not \
+                 known: pass --current-key-id",
+                counted(tally.undecided, "object")
             ),
         };
         Self {
@@ -378,8 +380,11 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "kube-kms census of etcd {} under {} (revision {}): {} objects",
-            self.etcd.endpoint, self.etcd.prefix, self.etcd.revision, self.objects
+            "kube-kms census of etcd {} under {} (revision {}): {}",
+            self.etcd.endpoint,
+            self.etcd.prefix,
+            self.etcd.revision,
+            counted(self.objects, "object")
         );
         let _ = writeln!(out);
         let headers = [
@@ -431,14 +436,14 @@ impl Report {
             }
             let _ = writeln!(
                 out,
-                "  {:<15} {:<64} {} — {} objects ({})",
+                "  {:<15} {:<64} {} — {} ({})",
                 key.role,
                 key.key_id
                     .clone()
                     .or_else(|| key.version.as_ref().map(|v| format!("version {v}")))
                     .unwrap_or_default(),
                 key.description,
-                key.objects,
+                counted(key.objects, "object"),
                 styles.join(", ")
             );
         }
@@ -473,8 +478,10 @@ impl Report {
                     for item in list {
                         let _ = writeln!(
                             out,
-                            "    {} under {}: {} objects",
-                            item.resource, item.provider, item.objects
+                            "    {} under {}: {}",
+                            item.resource,
+                            item.provider,
+                            counted(item.objects, "object")
                         );
                     }
                 }
@@ -590,7 +597,10 @@ fn verdicts(census: &Census, known: &KnownKeys) -> Vec<Verdict> {
                 key.retire
             )
         } else {
-            format!("still encrypts {objects} objects: run `kube-kms migrate` before removing it")
+            format!(
+                "still encrypts {}: run `kube-kms migrate` before removing it",
+                counted(objects, "object")
+            )
         };
         verdicts.push(Verdict {
             key: key.description.clone(),
@@ -604,14 +614,14 @@ fn verdicts(census: &Census, known: &KnownKeys) -> Vec<Verdict> {
     for key in tally.keys.values() {
         let advice = match key.naming.role {
             KeyRole::EarlierVersion => format!(
-                "still encrypts {} objects: run `kube-kms migrate`; disable this version in the \
-                 key service only once it encrypts none",
-                key.objects
+                "still encrypts {}: run `kube-kms migrate`; disable this version in the key \
+                 service only once it encrypts none",
+                counted(key.objects, "object")
             ),
             KeyRole::ConfiguredKey => format!(
-                "encrypts {} objects; whether it is the current version is not known without \
+                "encrypts {}; whether it is the current version is not known without \
                  --current-key-id",
-                key.objects
+                counted(key.objects, "object")
             ),
             _ => continue,
         };
