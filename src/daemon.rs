@@ -400,7 +400,8 @@ impl Reloader {
             || next.refresh_interval != current.refresh_interval
             || next.rotation != current.rotation
             || next.cache_size != current.cache_size
-            || next.guard != current.guard;
+            || next.guard != current.guard
+            || next.legacy_cluster_seed != current.legacy_cluster_seed;
         if restart_needed {
             tracing::warn!(
                 "configuration changes other than the key provider take effect at the next restart"
