@@ -227,6 +227,10 @@ pub(crate) fn identity_code(error: &IdentityError) -> Code {
         IdentityError::Invalid { .. } => Code::InvalidArgument,
         IdentityError::Unsupported { .. } => Code::Unimplemented,
         IdentityError::Refused { .. } => Code::Unauthenticated,
+        // Not UNAVAILABLE: the driver retries that at once, three times, into the throttling.
+        IdentityError::Unavailable {
+            throttled: true, ..
+        } => Code::ResourceExhausted,
         IdentityError::Unavailable { .. } => Code::Unavailable,
         IdentityError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         IdentityError::Misconfigured { .. } => Code::Internal,

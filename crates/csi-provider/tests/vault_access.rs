@@ -733,6 +733,40 @@ async fn a_429_without_retry_after_is_retried_after_a_throttle_backoff() {
     );
 }
 
+/// Entra ID throttling token requests fails the Mount as ResourceExhausted, as a throttled vault
+/// does: UNAVAILABLE would make the driver retry at once, three times, into the throttling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_token_request_is_resource_exhausted_not_unavailable() {
+    let fx = Fixture::start().await;
+    fx.emulator.inject(FaultRule::on(
+        Operation::EntraToken,
+        Fault::Throttle { retry_after: None },
+    ));
+    let error = fx
+        .resolve(&service_principal("alpha"), &sp_input(SP, SP_SECRET))
+        .await
+        .expect_err("Entra ID is throttling");
+    assert!(
+        matches!(
+            error,
+            IdentityError::Unavailable {
+                throttled: true,
+                status: Some(429),
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error}");
+
+    fx.emulator.clear_faults();
+    let error = fx
+        .resolve(&service_principal("alpha"), &sp_input(SP, SP_SECRET))
+        .await
+        .err();
+    assert!(error.is_none(), "proven once Entra ID answers: {error:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_identity_is_never_served_a_cached_value() {
     let fx = Fixture::start().await;

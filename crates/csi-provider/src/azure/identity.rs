@@ -280,6 +280,8 @@ pub enum IdentityError {
         identity: String,
         /// The HTTP status, when there was an answer.
         status: Option<u16>,
+        /// Whether the issuer was throttling (429) rather than failing or unreachable.
+        throttled: bool,
         /// How long the issuer asked to wait, if it said.
         retry_after: Option<Duration>,
         /// The SDK's error, for logs.
@@ -800,6 +802,7 @@ fn token_error(key: &IdentityKey, error: azure_core::Error) -> IdentityError {
             IdentityError::Unavailable {
                 identity,
                 status,
+                throttled: matches!(verdict, Verdict::Throttled(_)),
                 retry_after: verdict.retry_after(),
                 source,
             }
@@ -1148,10 +1151,21 @@ mod tests {
                 IdentityError::Unavailable {
                     identity: identity.clone(),
                     status: Some(503),
+                    throttled: false,
                     retry_after: Some(Duration::from_secs(3)),
                     source: None,
                 },
                 tonic::Code::Unavailable,
+            ),
+            (
+                IdentityError::Unavailable {
+                    identity: identity.clone(),
+                    status: Some(429),
+                    throttled: true,
+                    retry_after: None,
+                    source: None,
+                },
+                tonic::Code::ResourceExhausted,
             ),
             (
                 IdentityError::DeadlineExceeded { identity },
