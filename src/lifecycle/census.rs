@@ -50,6 +50,32 @@ pub struct KeyTally {
     pub by_style: BTreeMap<&'static str, u64>,
 }
 
+impl KeyTally {
+    fn new(key_id: Option<String>, version: Option<&str>) -> Self {
+        Self {
+            key_id,
+            version: version.map(str::to_owned),
+            naming: KeyNaming::unknown(),
+            objects: 0,
+            by_style: BTreeMap::new(),
+        }
+    }
+
+    /// Counts one record named `naming`. Records under one key_id can be named differently (a
+    /// Go plugin record carries no version annotation; kube-kms's does): the key takes the first
+    /// naming that knows it, so every object under it counts against that key.
+    fn count(&mut self, naming: KeyNaming, version: Option<&str>, style: &'static str) {
+        if self.naming.role == KeyRole::Unknown && naming.role != KeyRole::Unknown {
+            self.naming = naming;
+            if let Some(version) = version {
+                self.version = Some(version.to_owned());
+            }
+        }
+        self.objects += 1;
+        *self.by_style.entry(style).or_default() += 1;
+    }
+}
+
 /// A value that could not be classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorruptSample {
@@ -82,6 +108,9 @@ pub struct Tally {
     pub pending: u64,
     /// Objects under a version of the configured key when the current version is not known.
     pub undecided: u64,
+    /// By index of a configured decrypt-only key: kube-kms KMS v1 records that may be under it
+    /// rather than under the key they are counted for (a v1 record names only a key version).
+    pub possibly_under: BTreeMap<usize, u64>,
 }
 
 impl Tally {
@@ -107,19 +136,12 @@ impl Tally {
                     _ => None,
                 };
                 let naming = known.name(&record.key_id, version);
+                role = Some((naming.role, record.style.name()));
                 let tally = self
                     .keys
                     .entry(record.key_id.clone())
-                    .or_insert_with(|| KeyTally {
-                        key_id: Some(record.key_id.clone()),
-                        version: version.map(str::to_owned),
-                        naming,
-                        objects: 0,
-                        by_style: BTreeMap::new(),
-                    });
-                tally.objects += 1;
-                *tally.by_style.entry(record.style.name()).or_default() += 1;
-                role = Some((tally.naming.role, record.style.name()));
+                    .or_insert_with(|| KeyTally::new(Some(record.key_id.clone()), version));
+                tally.count(naming, version, record.style.name());
                 (
                     record.provider.clone(),
                     record.key_id.clone(),
@@ -131,20 +153,19 @@ impl Tally {
                 kube_kms_version,
             } => match kube_kms_version {
                 Some(version) => {
-                    let (key_id, naming) = known.name_v1(version);
+                    let (key_id, naming, possibly_under) = known.name_v1(version);
+                    role = Some((naming.role, "kube-kms"));
+                    for index in possibly_under {
+                        *self.possibly_under.entry(index).or_default() += 1;
+                    }
                     let slot = key_id
                         .clone()
                         .unwrap_or_else(|| format!("version {version}"));
-                    let tally = self.keys.entry(slot.clone()).or_insert_with(|| KeyTally {
-                        key_id,
-                        version: Some(version.clone()),
-                        naming,
-                        objects: 0,
-                        by_style: BTreeMap::new(),
-                    });
-                    tally.objects += 1;
-                    *tally.by_style.entry("kube-kms").or_default() += 1;
-                    role = Some((tally.naming.role, "kube-kms"));
+                    let tally = self
+                        .keys
+                        .entry(slot.clone())
+                        .or_insert_with(|| KeyTally::new(key_id, Some(version)));
+                    tally.count(naming, Some(version), "kube-kms");
                     (provider.clone(), slot, "kube-kms")
                 }
                 None => (provider.clone(), String::new(), "other"),

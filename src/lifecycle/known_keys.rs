@@ -80,7 +80,7 @@ pub struct KeyNaming {
 }
 
 impl KeyNaming {
-    fn unknown() -> Self {
+    pub(crate) fn unknown() -> Self {
         Self {
             role: KeyRole::Unknown,
             description: "unknown to this configuration".to_owned(),
@@ -121,6 +121,8 @@ enum Provider {
         key: KeyRef,
         /// Decrypt-only keys of any version: the key and its index in `configured`.
         any_version: Vec<(KeyRef, usize)>,
+        /// Decrypt-only keys pinned to one version: (version, index).
+        pinned: Vec<(String, usize)>,
     },
     Pkcs11 {
         /// Label → index into `configured`.
@@ -254,6 +256,7 @@ impl KnownKeys {
             Provider::Azure {
                 key: key.clone(),
                 any_version: Vec::new(),
+                pinned: Vec::new(),
             },
         );
         match &azure.key_version {
@@ -323,10 +326,16 @@ impl KnownKeys {
                      vault"
                 ),
             });
-            if old.version.is_none()
-                && let Provider::Azure { any_version, .. } = &mut known.provider
+            if let Provider::Azure {
+                any_version,
+                pinned,
+                ..
+            } = &mut known.provider
             {
-                any_version.push((old.key.clone(), index));
+                match &old.version {
+                    Some(version) => pinned.push((version.clone(), index)),
+                    None => any_version.push((old.key.clone(), index)),
+                }
             }
         }
         // Azure's Go KMS plugin's records: read while these settings name their keys.
@@ -422,6 +431,16 @@ impl KnownKeys {
     /// in its annotations.
     pub fn name(&self, key_id: &str, kube_kms_version: Option<&str>) -> KeyNaming {
         if self.current_key_id.as_deref() == Some(key_id) {
+            // --current-key-id may name a key the configuration keeps to decrypt only (a probe
+            // of a server not yet reloaded): its records then count against that key, so its
+            // verdict can never say it is unused.
+            if let Some(&index) = self.by_key_id.get(key_id) {
+                return KeyNaming {
+                    role: KeyRole::Current,
+                    description: self.configured[index].description.clone(),
+                    configured: Some(index),
+                };
+            }
             let index = self.configured.first().map(|_| 0);
             let description = match (&self.provider, kube_kms_version) {
                 (Provider::Azure { key, .. }, Some(version)) if key.key_id(version) == key_id => {
@@ -460,7 +479,9 @@ impl KnownKeys {
         };
         match &self.provider {
             Provider::Local { .. } => KeyNaming::unknown(),
-            Provider::Azure { key, any_version } => {
+            Provider::Azure {
+                key, any_version, ..
+            } => {
                 if !is_valid_version(version) {
                     return KeyNaming::unknown();
                 }
@@ -517,8 +538,15 @@ impl KnownKeys {
     }
 
     /// Names the key of a kube-kms KMS v1 record, which carries only the key version. Returns
-    /// the key_id where the configuration gives one, and the naming.
-    pub fn name_v1(&self, version: &str) -> (Option<String>, KeyNaming) {
+    /// the key_id where the configuration gives one, the naming, and the decrypt-only keys the
+    /// record may be under instead.
+    ///
+    /// Azure follows the provider's own order (`provider::azure`'s candidates): a decrypt-only
+    /// key pinned at exactly this version, else the configured key, whose earlier versions it
+    /// reads. A version of the configured key cannot be told from one of a decrypt-only key kept
+    /// for every version without asking Key Vault, so those keys are returned as possible: a
+    /// verdict must not call them unused.
+    pub fn name_v1(&self, version: &str) -> (Option<String>, KeyNaming, Vec<usize>) {
         match &self.provider {
             Provider::Local { versions } => match versions.get(version) {
                 Some(&index) => {
@@ -526,27 +554,37 @@ impl KnownKeys {
                     let naming = key_id.as_deref().map_or_else(KeyNaming::unknown, |key_id| {
                         self.name(key_id, Some(version))
                     });
-                    (key_id, naming)
+                    (key_id, naming, Vec::new())
                 }
-                None => (None, KeyNaming::unknown()),
+                None => (None, KeyNaming::unknown(), Vec::new()),
             },
-            Provider::Azure { key, any_version } => {
+            Provider::Azure {
+                key,
+                any_version,
+                pinned,
+            } => {
                 if !is_valid_version(version) {
-                    return (None, KeyNaming::unknown());
+                    return (None, KeyNaming::unknown(), Vec::new());
                 }
-                // The version belongs to the configured key or to a decrypt-only key; try each.
-                let candidates = std::iter::once(key.key_id(version))
-                    .chain(self.configured.iter().filter_map(|c| c.key_id.clone()))
-                    .chain(any_version.iter().map(|(old, _)| old.key_id(version)));
-                for key_id in candidates {
+                if let Some(key_id) = pinned
+                    .iter()
+                    .find(|(pinned_version, _)| pinned_version == version)
+                    .and_then(|&(_, index)| self.configured[index].key_id.clone())
+                {
                     let naming = self.name(&key_id, Some(version));
-                    if naming.role != KeyRole::Unknown {
-                        return (Some(key_id), naming);
-                    }
+                    return (Some(key_id), naming, Vec::new());
                 }
-                (None, KeyNaming::unknown())
+                let key_id = key.key_id(version);
+                let naming = self.name(&key_id, Some(version));
+                let possible = if naming.role == KeyRole::Current {
+                    // The current version is the configured key's own.
+                    Vec::new()
+                } else {
+                    any_version.iter().map(|&(_, index)| index).collect()
+                };
+                (Some(key_id), naming, possible)
             }
-            Provider::Pkcs11 { .. } => (None, self.name("", Some(version))),
+            Provider::Pkcs11 { .. } => (None, self.name("", Some(version)), Vec::new()),
         }
     }
 }
@@ -655,9 +693,64 @@ mod tests {
             flagged.name(&kek().key_id(V1), Some(V1)).role,
             KeyRole::EarlierVersion
         );
-        let (key_id, naming) = flagged.name_v1(V1);
+        let (key_id, naming, possible) = flagged.name_v1(V1);
         assert_eq!(key_id, Some(kek().key_id(V1)));
         assert_eq!(naming.role, KeyRole::EarlierVersion);
+        assert!(possible.is_empty(), "no decrypt-only key could hold it");
+    }
+
+    /// Regression: a v1 record was always credited to the configured key, so a decrypt-only
+    /// key pinned at the record's version was called unused although kube-kms reads the record
+    /// with it.
+    #[test]
+    fn a_v1_record_of_a_pinned_decrypt_only_version_is_that_keys() {
+        let gone = KeyRef::new("https://old.vault.azure.net/", "gone").unwrap();
+        let known = KnownKeys::from_config(
+            &azure(V2, &format!("https://old.vault.azure.net/keys/gone/{V1}")),
+            None,
+        );
+        let (key_id, naming, possible) = known.name_v1(V1);
+        assert_eq!(key_id, Some(gone.key_id(V1)));
+        assert_eq!(naming.role, KeyRole::DecryptOnly);
+        assert_eq!(naming.configured, Some(1));
+        assert!(possible.is_empty());
+    }
+
+    /// A v1 record names only a version: one the configured key does not pin may as well be a
+    /// version of a decrypt-only key kept for every version, which must then not look unused.
+    #[test]
+    fn a_v1_record_may_be_under_a_decrypt_only_key_kept_for_every_version() {
+        let known =
+            KnownKeys::from_config(&azure(V2, "https://old.vault.azure.net/keys/gone"), None);
+        let (key_id, naming, possible) = known.name_v1(V1);
+        assert_eq!(key_id, Some(kek().key_id(V1)));
+        assert_eq!(naming.role, KeyRole::EarlierVersion);
+        assert_eq!(possible, vec![1]);
+        let (_, current, possible) = known.name_v1(V2);
+        assert_eq!(current.role, KeyRole::Current);
+        assert!(
+            possible.is_empty(),
+            "the current version is the configured key's"
+        );
+    }
+
+    /// Regression: --current-key-id naming a decrypt-only key (a probe of a server not yet
+    /// reloaded) credited its records to the configured key, and the key was called unused.
+    #[test]
+    fn a_current_key_id_that_names_a_decrypt_only_key_credits_that_key() {
+        let gone = KeyRef::new("https://old.vault.azure.net/", "gone").unwrap();
+        let known = KnownKeys::from_config(
+            &azure(V2, &format!("https://old.vault.azure.net/keys/gone/{V1}")),
+            Some(&gone.key_id(V1)),
+        );
+        let naming = known.name(&gone.key_id(V1), None);
+        assert_eq!(naming.role, KeyRole::Current);
+        assert_eq!(naming.configured, Some(1));
+        assert!(
+            naming.description.contains("gone"),
+            "{}",
+            naming.description
+        );
     }
 
     #[test]

@@ -584,22 +584,32 @@ fn verdicts(census: &Census, known: &KnownKeys) -> Vec<Verdict> {
         if key.role != KeyRole::DecryptOnly {
             continue;
         }
+        // Every record credited to the key counts, whatever its role: a --current-key-id can
+        // name a decrypt-only key as current, and its records are still under it.
         let objects: u64 = tally
             .keys
             .values()
-            .filter(|k| k.naming.configured == Some(index) && k.naming.role == KeyRole::DecryptOnly)
+            .filter(|k| k.naming.configured == Some(index))
             .map(|k| k.objects)
             .sum();
-        let advice = if objects == 0 {
+        let possibly = tally.possibly_under.get(&index).copied().unwrap_or(0);
+        let advice = if objects > 0 {
+            format!(
+                "still encrypts {}: run `kube-kms migrate` before removing it",
+                counted(objects, "object")
+            )
+        } else if possibly > 0 {
+            format!(
+                "{} in kube-kms's KMS v1 format may be under it (a v1 record names only a key \
+                 version, which Key Vault alone can place): run `kube-kms migrate` before \
+                 removing it",
+                counted(possibly, "object")
+            )
+        } else {
             format!(
                 "no object uses it: safe to remove from the configuration, then from the vault \
                  ({})",
                 key.retire
-            )
-        } else {
-            format!(
-                "still encrypts {}: run `kube-kms migrate` before removing it",
-                counted(objects, "object")
             )
         };
         verdicts.push(Verdict {
@@ -607,7 +617,7 @@ fn verdicts(census: &Census, known: &KnownKeys) -> Vec<Verdict> {
             key_id: key.key_id.clone(),
             role: KeyRole::DecryptOnly.name().to_owned(),
             objects,
-            safe_to_remove: objects == 0,
+            safe_to_remove: objects == 0 && possibly == 0,
             advice,
         });
     }

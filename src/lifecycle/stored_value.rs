@@ -79,16 +79,15 @@ pub enum DekSourceType {
     AesGcmKey,
     /// `HKDF_SHA256_XNONCE_AES_GCM_SEED` (1): the plugin encrypted a seed the DEKs derive from.
     HkdfSha256XnonceAesGcmSeed,
-    /// A value kube-apiserver does not define.
-    Other(i32),
 }
 
 impl DekSourceType {
-    fn from_wire(value: i32) -> Self {
+    /// `None` for a value kube-apiserver does not define (it refuses to decrypt such a record).
+    fn from_wire(value: i32) -> Option<Self> {
         match value {
-            0 => Self::AesGcmKey,
-            1 => Self::HkdfSha256XnonceAesGcmSeed,
-            other => Self::Other(other),
+            0 => Some(Self::AesGcmKey),
+            1 => Some(Self::HkdfSha256XnonceAesGcmSeed),
+            _ => None,
         }
     }
 
@@ -97,7 +96,6 @@ impl DekSourceType {
         match self {
             Self::AesGcmKey => "AES_GCM_KEY".to_owned(),
             Self::HkdfSha256XnonceAesGcmSeed => "HKDF_SHA256_XNONCE_AES_GCM_SEED".to_owned(),
-            Self::Other(value) => format!("unknown({value})"),
         }
     }
 }
@@ -294,6 +292,12 @@ fn kms_v2(provider: String, object: &[u8]) -> StoredValue {
     let Ok(object) = EncryptedObject::decode(object) else {
         return corrupt("the KMS v2 EncryptedObject is not valid protobuf");
     };
+    let Some(dek_source_type) = DekSourceType::from_wire(object.encrypted_dek_source_type) else {
+        return corrupt(format!(
+            "the KMS v2 encryptedDEKSourceType {} is not one kube-apiserver defines",
+            object.encrypted_dek_source_type
+        ));
+    };
     if object.encrypted_data.is_empty() {
         return corrupt("the KMS v2 EncryptedObject holds no encrypted data");
     }
@@ -334,7 +338,7 @@ fn kms_v2(provider: String, object: &[u8]) -> StoredValue {
     StoredValue::KmsV2(KmsV2Record {
         provider,
         style: style(&object.annotations),
-        dek_source_type: DekSourceType::from_wire(object.encrypted_dek_source_type),
+        dek_source_type,
         key_id: object.key_id,
     })
 }
@@ -438,12 +442,19 @@ fn builtin_group(resource: &str) -> &'static str {
         | "validatingadmissionpolicybindings"
         | "mutatingadmissionpolicies"
         | "mutatingadmissionpolicybindings" => "admissionregistration.k8s.io",
-        "certificatesigningrequests" | "clustertrustbundles" => "certificates.k8s.io",
-        "runtimeclasses" => "node.k8s.io",
-        "flowschemas" | "prioritylevelconfigurations" => "flowcontrol.apiserver.k8s.io",
-        "resourceclaims" | "resourceclaimtemplates" | "deviceclasses" | "resourceslices" => {
-            "resource.k8s.io"
+        "certificatesigningrequests" | "clustertrustbundles" | "podcertificaterequests" => {
+            "certificates.k8s.io"
         }
+        "runtimeclasses" => "node.k8s.io",
+        "leasecandidates" => "coordination.k8s.io",
+        "storageversionmigrations" => "storagemigration.k8s.io",
+        "storageversions" => "internal.apiserver.k8s.io",
+        "flowschemas" | "prioritylevelconfigurations" => "flowcontrol.apiserver.k8s.io",
+        "resourceclaims"
+        | "resourceclaimtemplates"
+        | "deviceclasses"
+        | "resourceslices"
+        | "devicetaintrules" => "resource.k8s.io",
         _ => "",
     }
 }
@@ -526,6 +537,13 @@ mod tests {
             .insert("Not/A/Key".into(), vec![]);
         let mut no_data = kube_kms_object("k");
         no_data.encrypted_data.clear();
+        // kube-apiserver refuses to decrypt a source type it does not define.
+        let mut unknown_source_type = kube_kms_object("k");
+        unknown_source_type.encrypted_dek_source_type = 7;
+        let StoredValue::Corrupt { reason } = classify(&v2_value("p", &unknown_source_type)) else {
+            panic!("an undefined encryptedDEKSourceType is corrupt");
+        };
+        assert!(reason.contains("encryptedDEKSourceType 7"), "{reason}");
         for value in [
             v2_value("p", &no_key_id),
             v2_value("p", &long_key_id),
@@ -625,6 +643,14 @@ mod tests {
             ("controllers/default/rc", ("", "replicationcontrollers")),
             ("deployments/default/d", ("apps", "deployments")),
             ("ingress/default/i", ("networking.k8s.io", "ingresses")),
+            (
+                "leasecandidates/kube-system/l",
+                ("coordination.k8s.io", "leasecandidates"),
+            ),
+            (
+                "podcertificaterequests/default/p",
+                ("certificates.k8s.io", "podcertificaterequests"),
+            ),
             (
                 "apiextensions.k8s.io/customresourcedefinitions/w.example.com",
                 ("apiextensions.k8s.io", "customresourcedefinitions"),
