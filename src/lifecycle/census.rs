@@ -100,8 +100,8 @@ pub struct Tally {
     pub corrupt_samples: Vec<CorruptSample>,
     /// With an EncryptionConfiguration: per resource × provider description × placement.
     pub placements: BTreeMap<(String, String, Placement), u64>,
-    /// Objects this configuration cannot read: corrupt, kube-kms records under key_ids it does
-    /// not name, providers the EncryptionConfiguration no longer lists.
+    /// Objects this configuration cannot read: corrupt, kube-kms and Azure Go plugin records
+    /// under key_ids it does not name, providers the EncryptionConfiguration no longer lists.
     pub unreadable: u64,
     /// Objects to re-encrypt (and not unreadable): under a decrypt-only key or an earlier key
     /// version, or not written by the EncryptionConfiguration's first provider.
@@ -197,7 +197,9 @@ impl Tally {
         let corrupt = matches!(stored, StoredValue::Corrupt { .. });
         if corrupt
             || placement == Some(Placement::Unreadable)
-            || role == Some((KeyRole::Unknown, "kube-kms"))
+            // kube-kms reads its own records and Azure's Go plugin's only under key_ids it
+            // names (the Go plugin's through azure.legacy_key_versions).
+            || matches!(role, Some((KeyRole::Unknown, "kube-kms" | "azure-plugin")))
         {
             self.unreadable += 1;
         } else if matches!(
@@ -318,4 +320,122 @@ pub async fn run(
         revision,
         tally,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::config::{Config, ConfigArgs, DefaultsEnv};
+    use crate::envelope::format;
+    use crate::lifecycle::stored_value::{
+        AZURE_PLUGIN_VERSION_ANNOTATION, EncryptedObject, KMS_V1_PREFIX, KMS_V2_PREFIX,
+    };
+    use crate::provider::azure::key_id::KeyRef;
+
+    const V1: &str = "0123456789abcdef0123456789abcdef";
+    const V2: &str = "fedcba9876543210fedcba9876543210";
+
+    fn known(yaml_tail: &str) -> KnownKeys {
+        let yaml = format!(
+            "provider: azure\nazure:\n  vault_url: https://kv.vault.azure.net/\n  key_name: kek\n  \
+             key_version: {V2}\n{yaml_tail}"
+        );
+        let config =
+            Config::from_yaml(&yaml, &ConfigArgs::default(), &DefaultsEnv::default()).unwrap();
+        KnownKeys::from_config(&config, None)
+    }
+
+    fn v2(key_id: &str, annotations: HashMap<String, Vec<u8>>) -> Vec<u8> {
+        let object = EncryptedObject {
+            encrypted_data: vec![7; 40],
+            key_id: key_id.to_owned(),
+            encrypted_dek_source: vec![1; 61],
+            annotations,
+            encrypted_dek_source_type: 1,
+        };
+        [KMS_V2_PREFIX, b"kms:", &object.encode_to_vec()].concat()
+    }
+
+    fn go_plugin(key_id: &str) -> Vec<u8> {
+        v2(
+            key_id,
+            HashMap::from([
+                (AZURE_PLUGIN_VERSION_ANNOTATION.to_owned(), b"1".to_vec()),
+                (
+                    "algorithm.azure.akv.io".to_owned(),
+                    b"RSA-OAEP-256".to_vec(),
+                ),
+            ]),
+        )
+    }
+
+    fn v1(version: &str) -> Vec<u8> {
+        let blob = [format::v1_header(version, &[5; 60]).as_slice(), &[0; 40]].concat();
+        let length = u16::try_from(blob.len()).unwrap().to_be_bytes();
+        [KMS_V1_PREFIX, b"kms:", &length, &blob].concat()
+    }
+
+    fn add(tally: &mut Tally, known: &KnownKeys, value: &[u8]) {
+        tally.add(b"/registry/secrets/a/b", b"secrets/a/b", value, known, None);
+    }
+
+    fn kek() -> KeyRef {
+        KeyRef::new("https://kv.vault.azure.net/", "kek").unwrap()
+    }
+
+    /// Regression: a Go plugin record under a version left out of azure.legacy_key_versions
+    /// cannot be read, and the census said nothing was pending.
+    #[test]
+    fn a_go_plugin_record_under_a_version_this_configuration_does_not_read_is_unreadable() {
+        let known = known("");
+        let mut tally = Tally::default();
+        add(&mut tally, &known, &go_plugin(&kek().key_id(V1)));
+        assert_eq!(tally.unreadable, 1);
+
+        let known = known(&format!("  legacy_key_versions: [{V1}]\n"));
+        let mut tally = Tally::default();
+        add(&mut tally, &known, &go_plugin(&kek().key_id(V1)));
+        assert_eq!((tally.unreadable, tally.pending), (0, 1));
+    }
+
+    /// Regression: the first record of a key_id decided its naming for every later one, so a
+    /// Go plugin record seen first made kube-kms's records under a decrypt-only key "unknown"
+    /// and the key looked unused.
+    #[test]
+    fn records_of_one_key_id_count_under_the_key_any_of_them_names() {
+        let gone = KeyRef::new("https://old.vault.azure.net/", "gone").unwrap();
+        let known = known("  decrypt_only_keys: [\"https://old.vault.azure.net/keys/gone\"]\n");
+        let key_id = gone.key_id(V1);
+        let mut tally = Tally::default();
+        add(&mut tally, &known, &go_plugin(&key_id));
+        add(
+            &mut tally,
+            &known,
+            &v2(&key_id, format::annotations(V1, &[9; 60])),
+        );
+        let key = &tally.keys[&key_id];
+        assert_eq!(key.naming.role, KeyRole::DecryptOnly);
+        assert_eq!(key.naming.configured, Some(1));
+        assert_eq!(key.objects, 2);
+        assert_eq!(key.version.as_deref(), Some(V1));
+        // Each record is accounted by its own naming: the Go plugin's cannot be read.
+        assert_eq!((tally.unreadable, tally.pending), (1, 1));
+    }
+
+    #[test]
+    fn a_v1_record_counts_as_possibly_under_each_decrypt_only_key_for_every_version() {
+        let known = known("  decrypt_only_keys: [\"https://old.vault.azure.net/keys/gone\"]\n");
+        let mut tally = Tally::default();
+        add(&mut tally, &known, &v1(V1));
+        add(&mut tally, &known, &v1(V2));
+        assert_eq!(
+            tally.possibly_under,
+            BTreeMap::from([(1, 1)]),
+            "the current version is the configured key's own"
+        );
+    }
 }
