@@ -339,7 +339,7 @@ mod tests {
     const V1: &str = "0123456789abcdef0123456789abcdef";
     const V2: &str = "fedcba9876543210fedcba9876543210";
 
-    fn known(yaml_tail: &str) -> KnownKeys {
+    fn azure_keys(yaml_tail: &str) -> KnownKeys {
         let yaml = format!(
             "provider: azure\nazure:\n  vault_url: https://kv.vault.azure.net/\n  key_name: kek\n  \
              key_version: {V2}\n{yaml_tail}"
@@ -391,12 +391,12 @@ mod tests {
     /// cannot be read, and the census said nothing was pending.
     #[test]
     fn a_go_plugin_record_under_a_version_this_configuration_does_not_read_is_unreadable() {
-        let known = known("");
+        let known = azure_keys("");
         let mut tally = Tally::default();
         add(&mut tally, &known, &go_plugin(&kek().key_id(V1)));
         assert_eq!(tally.unreadable, 1);
 
-        let known = known(&format!("  legacy_key_versions: [{V1}]\n"));
+        let known = azure_keys(&format!("  legacy_key_versions: [{V1}]\n"));
         let mut tally = Tally::default();
         add(&mut tally, &known, &go_plugin(&kek().key_id(V1)));
         assert_eq!((tally.unreadable, tally.pending), (0, 1));
@@ -408,7 +408,8 @@ mod tests {
     #[test]
     fn records_of_one_key_id_count_under_the_key_any_of_them_names() {
         let gone = KeyRef::new("https://old.vault.azure.net/", "gone").unwrap();
-        let known = known("  decrypt_only_keys: [\"https://old.vault.azure.net/keys/gone\"]\n");
+        let known =
+            azure_keys("  decrypt_only_keys: [\"https://old.vault.azure.net/keys/gone\"]\n");
         let key_id = gone.key_id(V1);
         let mut tally = Tally::default();
         add(&mut tally, &known, &go_plugin(&key_id));
@@ -428,7 +429,8 @@ mod tests {
 
     #[test]
     fn a_v1_record_counts_as_possibly_under_each_decrypt_only_key_for_every_version() {
-        let known = known("  decrypt_only_keys: [\"https://old.vault.azure.net/keys/gone\"]\n");
+        let known =
+            azure_keys("  decrypt_only_keys: [\"https://old.vault.azure.net/keys/gone\"]\n");
         let mut tally = Tally::default();
         add(&mut tally, &known, &v1(V1));
         add(&mut tally, &known, &v1(V2));
