@@ -376,7 +376,7 @@ mod tests {
     fn v1(version: &str) -> Vec<u8> {
         let blob = [format::v1_header(version, &[5; 60]).as_slice(), &[0; 40]].concat();
         let length = u16::try_from(blob.len()).unwrap().to_be_bytes();
-        [KMS_V1_PREFIX, b"kms:", &length, &blob].concat()
+        [KMS_V1_PREFIX, b"kms:", &length, &blob, b"data"].concat()
     }
 
     fn add(tally: &mut Tally, known: &KnownKeys, value: &[u8]) {
