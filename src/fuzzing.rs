@@ -244,6 +244,10 @@ pub fn decrypt_v1_proto(data: &[u8]) {
     };
     let parsed = format::parse_v1_blob(&request.cipher);
     let header_len = parsed.as_ref().map_or(0, |blob| blob.header.len());
+    // Well formed: kube-kms's own blob, or one in a layout of Azure's Go plugin, which the
+    // fixture's provider refuses as misconfigured (it is not Azure) without a remote call.
+    let well_formed =
+        parsed.is_ok() || crate::envelope::legacy::classify_v1(&request.cipher).is_ok();
     let fixture = Fixture::get();
     let _one_input_at_a_time = fixture.serial();
     let unwraps = fixture.unwraps();
@@ -252,7 +256,7 @@ pub fn decrypt_v1_proto(data: &[u8]) {
         .runtime
         .block_on(envelope.decrypt_v1(&request.cipher));
     check_outcome(
-        parsed.is_ok(),
+        well_formed,
         fixture.unwraps() - unwraps,
         request.cipher.len(),
         header_len,

@@ -301,7 +301,17 @@ impl Envelope {
             V1Kind::Legacy(record) => self.decrypt_legacy(record).await,
             V1Kind::Ambiguous(record) => match self.decrypt_own_v1(blob).await {
                 Ok(plaintext) => Ok(plaintext),
-                Err(own) => self.decrypt_legacy(record).await.map_err(|_| own),
+                Err(own) => match self.decrypt_legacy(record).await {
+                    Ok(plaintext) => Ok(plaintext),
+                    // The key service could not answer: say so, so that kube-apiserver
+                    // retries, rather than report kube-kms's reading's refusal.
+                    Err(
+                        legacy @ EnvelopeError::Provider(
+                            ProviderError::Unavailable { .. } | ProviderError::Throttled { .. },
+                        ),
+                    ) => Err(legacy),
+                    Err(_) => Err(own),
+                },
             },
         }
     }
@@ -322,9 +332,11 @@ impl Envelope {
     ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         self.check_not_revoked()?;
         self.provider.check_legacy(&record)?;
+        // The layout is part of the name: the same RSA bytes in the other layout mean another
+        // record, whose plaintext is checked differently.
         let name = match &record.key_id {
-            Some(key_id) => format!("v2 {key_id}"),
-            None => "v1".to_owned(),
+            Some(key_id) => format!("v2 {:?} {key_id}", record.layout),
+            None => format!("v1 {:?}", record.layout),
         };
         let rsa = record.rsa.clone();
         let plaintext = self

@@ -354,6 +354,8 @@ async fn a_kek_past_its_age_is_replaced_by_the_next_encrypt() {
 struct LegacyReader {
     ring: LocalKeyRing,
     decrypts: std::sync::atomic::AtomicU32,
+    /// Key Vault cannot be reached.
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -379,6 +381,12 @@ impl KeyProvider for LegacyReader {
     ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
         self.check_legacy(record)?;
         self.decrypts.fetch_add(1, Ordering::SeqCst);
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(ProviderError::Unavailable {
+                operation: "decrypt".into(),
+                source: Arc::new(std::io::Error::other("unreachable")),
+            });
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let dek = vec![record.rsa[0]; 32];
         let remote = match record.layout {
@@ -422,6 +430,7 @@ async fn go_plugin_records_are_read_once_and_then_from_the_cache() {
     let provider = Arc::new(LegacyReader {
         ring: LocalKeyRing::open_or_create(&temp.path().join("keys")).unwrap(),
         decrypts: std::sync::atomic::AtomicU32::new(0),
+        unreachable: std::sync::atomic::AtomicBool::new(false),
     });
     let envelope = Arc::new(
         Envelope::start(
@@ -491,6 +500,59 @@ async fn go_plugin_records_are_read_once_and_then_from_the_cache() {
     let blob = envelope.encrypt_v1(b"dek").await.unwrap();
     assert_eq!(*envelope.decrypt_v1(&blob).await.unwrap(), b"dek");
     assert_eq!(envelope.legacy_cache_stats().unwraps, 3);
+
+    // The same RSA bytes in the other layout are another record, checked its own way: never
+    // answered from the first one's cache entry.
+    assert_eq!(
+        *envelope.decrypt_v1(&[0xc2; 256]).await.unwrap(),
+        vec![0xc2; 32]
+    );
+    assert_eq!(provider.decrypts.load(Ordering::SeqCst), 4);
+}
+
+/// A v1 blob that is both kube-kms's and a Go plugin's shape, which kube-kms's reading refuses
+/// while Key Vault cannot be reached: the answer is that Key Vault is unavailable (worth a
+/// retry), not kube-kms's refusal.
+#[tokio::test]
+async fn an_ambiguous_v1_blob_reports_the_key_service_outage_over_its_own_refusal() {
+    let temp = tempfile::tempdir().unwrap();
+    let provider = Arc::new(LegacyReader {
+        ring: LocalKeyRing::open_or_create(&temp.path().join("keys")).unwrap(),
+        decrypts: std::sync::atomic::AtomicU32::new(0),
+        unreachable: std::sync::atomic::AtomicBool::new(true),
+    });
+    let envelope = Envelope::start(
+        provider.clone(),
+        RotationPolicy::DEFAULT,
+        NonZeroUsize::new(8).unwrap(),
+    )
+    .await
+    .unwrap();
+    let overhead = envelope.encrypt_v1(b"x").await.unwrap().len() - 1;
+    let mut blob = envelope.encrypt_v1(&vec![7; 256 - overhead]).await.unwrap();
+    assert_eq!(blob.len(), 256, "a raw RSA-2048 ciphertext's length");
+    assert!(matches!(
+        legacy::classify_v1(&blob),
+        Ok(legacy::V1Kind::Ambiguous(_))
+    ));
+    *blob.last_mut().unwrap() ^= 1;
+    let error = envelope.decrypt_v1(&blob).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            EnvelopeError::Provider(ProviderError::Unavailable { .. })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(provider.decrypts.load(Ordering::SeqCst), 1);
+
+    // Once Key Vault answers, the Go plugin's reading is taken (the stand-in decrypts any 256
+    // bytes to 32 copies of the first).
+    provider.unreachable.store(false, Ordering::SeqCst);
+    assert_eq!(
+        *envelope.decrypt_v1(&blob).await.unwrap(),
+        vec![blob[0]; 32]
+    );
 }
 
 #[tokio::test]

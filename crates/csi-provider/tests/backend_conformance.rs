@@ -310,6 +310,30 @@ mod key_vault {
             self.emulator.inject(rule);
         }
     }
+
+    /// Azure only (Alibaba's backend has the same rule, tested in
+    /// `alibaba_access::expired_sts_credentials_and_outages_have_their_codes`): when Key Vault refuses
+    /// a proven credential's token (revoked, or expired early), the credential is dropped and
+    /// the next Mount proves the identity again, instead of presenting the refused token until
+    /// its expiry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_token_key_vault_refuses_is_proven_again_by_the_next_mount() {
+        let store = AzureStore::start().await;
+        store.put("db", &["one"]);
+        store.put("other", &["two"]);
+        let budget = Duration::from_secs(20);
+        mount(&store, Who::Reader, &[Obj::named("db")], budget).await;
+        let tokens = || store.emulator.counts(Operation::EntraToken).succeeded;
+        assert_eq!(tokens(), 1);
+
+        store.emulator.revoke_tokens();
+        let (status, _) = refused(&store, Who::Reader, &[Obj::named("other")], budget).await;
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+        let mounted = mount(&store, Who::Reader, &[Obj::named("other")], budget).await;
+        assert_eq!(files(&mounted), expected(&[("other", "two")]));
+        assert_eq!(tokens(), 2, "proven again with Entra ID");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -565,6 +565,15 @@ impl IdentityResolver {
         })
     }
 
+    /// Drops the credential `identity` was resolved with, so that the next request with the
+    /// same material proves itself again: for a token Key Vault refused.
+    pub fn forget(&self, identity: &ResolvedIdentity) {
+        let dropped =
+            lock(&self.credentials).drain_where(|_, slot| slot.id == identity.credential_id);
+        // Dropped outside the lock: whatever a dropped credential holds is released there.
+        drop(dropped);
+    }
+
     /// The cached slot for `key` if its proof is still fresh (or being made), else a new one
     /// built by `build` and kept.
     fn slot(
