@@ -117,6 +117,10 @@ pub trait CacheError: Clone + Send + Sync + 'static {
     /// Whether the store answered authoritatively about the object for this identity (missing,
     /// forbidden, disabled): cached for `negative_ttl`.
     fn is_authoritative(&self) -> bool;
+    /// Whether a later read may succeed (throttling, an outage, the deadline). Readers retry
+    /// these until the next retry would pass their deadline, so a shared read that failed so
+    /// under an earlier deadline says nothing to a waiter with more time.
+    fn is_transient(&self) -> bool;
     /// How long the store asked to wait (a throttled answer): until then, new reads of the
     /// endpoint wait or fail at once.
     fn retry_after(&self) -> Option<Duration>;
@@ -285,8 +289,6 @@ struct Gate {
 const MAX_GATES: usize = 4096;
 /// How often expired entries are swept (on use).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// How close to its deadline a failed read counts as cut short by it.
-const DEADLINE_SLACK: Duration = Duration::from_millis(50);
 
 impl<F: Fetcher> Cache<F> {
     /// A cache reading through `fetcher`, reporting to `observer` when there is one.
@@ -378,11 +380,12 @@ impl<F: Fetcher> Inner<F> {
         loop {
             flights += 1;
             let (answer, read_deadline) = self.lookup_once(&key, &request, deadline).await;
-            // A shared read that failed at its starter's earlier deadline says nothing about
-            // this waiter, which still has time: it reads again under its own deadline.
-            let cut_short = answer.is_err()
+            // A shared read that ran out of its starter's earlier deadline (it failed in a way
+            // a later read may not: the readers give up on those only when the next retry
+            // would pass their deadline) says nothing about this waiter, which still has time:
+            // it reads again under its own deadline.
+            let cut_short = answer.as_ref().err().is_some_and(CacheError::is_transient)
                 && read_deadline < deadline
-                && Instant::now() + DEADLINE_SLACK >= read_deadline
                 && Instant::now() < deadline;
             if !cut_short || flights >= MAX_FLIGHTS_PER_LOOKUP {
                 return answer;
@@ -647,6 +650,8 @@ mod tests {
         delay: Duration,
         /// Names whose reads fail, with the error.
         failing: Mutex<HashMap<String, TestError>>,
+        /// Names whose next read fails, with the error.
+        failing_once: Mutex<HashMap<String, TestError>>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -656,11 +661,16 @@ mod tests {
         Outage,
         Deadline,
         Abandoned,
+        /// Refused credentials: neither authoritative about the object nor transient.
+        Refused,
     }
 
     impl CacheError for TestError {
         fn is_authoritative(&self) -> bool {
             matches!(self, Self::Missing)
+        }
+        fn is_transient(&self) -> bool {
+            matches!(self, Self::Throttled(_) | Self::Outage | Self::Deadline)
         }
         fn retry_after(&self) -> Option<Duration> {
             match self {
@@ -713,6 +723,9 @@ mod tests {
                 .is_err()
             {
                 return Err(TestError::Deadline);
+            }
+            if let Some(error) = lock(&self.failing_once).remove(&key.2) {
+                return Err(error);
             }
             if let Some(error) = lock(&self.failing).get(&key.2) {
                 return Err(error.clone());
@@ -875,8 +888,8 @@ mod tests {
             "joined, then its own"
         );
 
-        // A read that fails for another reason is shared as it is: no second read.
-        lock(&cache.fetcher().failing).insert("gone".into(), TestError::Outage);
+        // A read that fails in a way no later read fixes is shared as it is: no second read.
+        lock(&cache.fetcher().failing).insert("gone".into(), TestError::Refused);
         let sooner = Instant::now() + Duration::from_secs(10);
         let later = Instant::now() + Duration::from_secs(30);
         let first = {
@@ -885,8 +898,37 @@ mod tests {
         };
         tokio::task::yield_now().await;
         let second = cache.get(key("a", "gone", None), (), later).await;
-        assert_eq!(first.await.unwrap(), Err(TestError::Outage));
-        assert_eq!(second, Err(TestError::Outage));
+        assert_eq!(first.await.unwrap(), Err(TestError::Refused));
+        assert_eq!(second, Err(TestError::Refused));
         assert_eq!(cache.fetcher().reads.load(Ordering::SeqCst), 3);
+    }
+
+    /// Regression: the readers give up on an outage or a throttled endpoint as soon as the
+    /// next retry would pass their deadline, seconds before it; a waiter with more time got
+    /// that failure too, because only a failure at the starter's very deadline counted as cut
+    /// short.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_with_more_time_reads_again_when_the_shared_read_gave_up_early() {
+        let cache = Arc::new(cache(Duration::from_secs(1)));
+        lock(&cache.fetcher().failing_once).insert("db".into(), TestError::Outage);
+        let hurried_deadline = Instant::now() + Duration::from_secs(20);
+        let hurried = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.get(key("a", "db", None), (), hurried_deadline).await })
+        };
+        tokio::task::yield_now().await;
+        let long = Instant::now() + Duration::from_secs(60);
+        let patient = cache.get(key("a", "db", None), (), long).await;
+        assert_eq!(hurried.await.unwrap(), Err(TestError::Outage));
+        assert_eq!(patient.unwrap().as_str(), "db@v9");
+        assert_eq!(
+            cache.fetcher().reads.load(Ordering::SeqCst),
+            2,
+            "joined, then its own"
+        );
+        assert!(
+            Instant::now() < hurried_deadline,
+            "the shared read failed early"
+        );
     }
 }

@@ -23,6 +23,10 @@ impl CacheError for AlibabaError {
         AlibabaError::is_authoritative(self)
     }
 
+    fn is_transient(&self) -> bool {
+        AlibabaError::is_transient(self)
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         AlibabaError::retry_after(self)
     }

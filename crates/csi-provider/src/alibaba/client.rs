@@ -377,6 +377,18 @@ impl AlibabaError {
         )
     }
 
+    /// Whether a later read may succeed: throttling, an outage, the deadline. The client
+    /// retries these until the next retry would pass its deadline, so such an answer says
+    /// that the read ran out of its time.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.failure,
+            ReadFailure::Throttled { .. }
+                | ReadFailure::Unavailable { .. }
+                | ReadFailure::DeadlineExceeded(_)
+        )
+    }
+
     /// The error of a read that failed with `error`; `retry_after` is the wait the provider
     /// would have made, reported for throttling without `x-acs-retry-after`.
     fn from_call(object: &ObjectRef, error: CallError, retry_after: Option<Duration>) -> Self {

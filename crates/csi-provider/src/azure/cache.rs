@@ -50,6 +50,10 @@ impl CacheError for VaultError {
         VaultError::is_authoritative(self)
     }
 
+    fn is_transient(&self) -> bool {
+        VaultError::is_transient(self)
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         VaultError::retry_after(self)
     }
