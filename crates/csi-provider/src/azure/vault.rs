@@ -277,7 +277,9 @@ impl VaultError {
         }
     }
 
-    /// Whether trying again later may succeed (throttling, an outage, the deadline).
+    /// Whether trying again later may succeed (throttling, an outage, the deadline). The
+    /// reader retries these until the next retry would pass its deadline, so such an answer
+    /// says that the read ran out of its time.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -292,16 +294,6 @@ impl VaultError {
         matches!(
             self,
             Self::NotFound { .. } | Self::Forbidden { .. } | Self::Disabled { .. }
-        )
-    }
-
-    /// Whether a later read may succeed: throttling, an outage, the deadline. The reader
-    /// retries these until the next retry would pass its deadline, so such an answer says
-    /// that the read ran out of its time.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Throttled { .. } | Self::Unavailable { .. } | Self::DeadlineExceeded { .. }
         )
     }
 }
