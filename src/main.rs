@@ -1,6 +1,7 @@
 //! The `kube-kms` command: `serve` runs the plugin, `probe` checks a running one, `keys`
-//! manages the local key ring, `census` reports which key encrypts what in etcd and `migrate`
-//! re-encrypts storage through kube-apiserver.
+//! manages keys (rotates and lists the local key ring; creates and lists PKCS#11 keys),
+//! `census` reports which key encrypts what in etcd and `migrate` re-encrypts storage through
+//! kube-apiserver.
 
 use std::io::Write;
 use std::process::ExitCode;

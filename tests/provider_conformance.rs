@@ -893,6 +893,11 @@ async fn pkcs11_wrapped_keks_name_their_mechanism() {
     // AES with CKA_WRAP: CKM_AES_KEY_WRAP_PAD (0x01).
     let (_dir, _token, _config, provider) =
         token_with_key("mech-kwp", NewKeyType::Aes256, "kek-1").await;
+    // A refresh may log in and look keys up: the guard gives it 20 s, not one call's 2.5 s.
+    assert_eq!(
+        provider.refresh_budget(),
+        Some(std::time::Duration::from_secs(20))
+    );
     let key = provider.refresh().await.expect("refresh");
     assert_eq!(
         provider.wrap(&key, &new_kek()).await.expect("wrap")[0],

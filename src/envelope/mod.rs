@@ -8,7 +8,9 @@
 //!
 //! Never logs plaintext, KEK bytes or wrapped-KEK bytes; never takes a nonce from the caller;
 //! never sends anything derived from a request to the network except through
-//! [`KeyProvider::unwrap`], which resolves the key version within its own configuration.
+//! [`KeyProvider::unwrap`] and, for a record of Azure's Go plugin,
+//! [`KeyProvider::decrypt_legacy`], which resolve the key version within their own
+//! configuration.
 
 pub mod cache;
 pub mod format;

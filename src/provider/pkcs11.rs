@@ -347,6 +347,11 @@ impl KeyProvider for Pkcs11Provider {
         "pkcs11"
     }
 
+    /// A refresh may log in and look keys up: it gets its own deadline, not one call's.
+    fn refresh_budget(&self) -> Option<std::time::Duration> {
+        Some(REFRESH_DEADLINE)
+    }
+
     fn identity(&self) -> Option<KeyIdentity> {
         let config = &self.inner.config;
         Some(KeyIdentity::Pkcs11 {

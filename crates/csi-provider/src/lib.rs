@@ -2,8 +2,12 @@
 //! driver calls over a Unix socket when a pod mounts a `secrets-store.csi.k8s.io` volume.
 //!
 //! The socket, the serving loop and process hardening are the shared [`grpc_uds`] crate's; this
-//! crate holds only what is the provider's: the proto, the service and its limits. It never
-//! writes to a pod's volume (the driver does) and never logs secret content.
+//! crate holds what is the provider's: the proto and the service ([`service`]), the request
+//! and class parsing ([`request`], [`class`]), the two backends ([`azure`] for Key Vault,
+//! [`alibaba`] for Alibaba Cloud KMS and OOS) over one coalescing cache ([`cache`]), the files
+//! a Mount answers with ([`files`], [`jmes`]), errors, metrics and the production wiring
+//! ([`wiring`]). It never writes to a pod's volume (the driver does) and never logs secret
+//! content.
 
 pub mod alibaba;
 pub mod azure;

@@ -1,6 +1,6 @@
 //! The directory of identities: who may obtain tokens (client secret, client certificate,
-//! federated credential, managed identity), what each may do with keys (per-identity
-//! permissions), and the access tokens issued to them.
+//! federated credential, managed identity), what each may do with keys, secrets and
+//! certificates (per-identity permissions), and the access tokens issued to them.
 //!
 //! Client secrets are stored in zeroizing strings and compared in constant time; no `Debug`
 //! output shows a secret or a token.

@@ -1,5 +1,6 @@
-//! The Key Vault keys client and the three calls the provider makes — get a key, wrap, unwrap —
-//! each one attempt, retried by [`azure_access::retry`]. It runs over the shared HTTPS transport
+//! The Key Vault keys client and the calls the provider makes — get a key, wrap, unwrap, and
+//! decrypt for the records of Azure's Go KMS plugin — each one attempt, retried by
+//! [`azure_access::retry`]. It runs over the shared HTTPS transport
 //! ([`azure_access::client`]: CA file, timeouts, no redirects, the SDK's retries off).
 //!
 //! Nothing here logs a request or response body: they carry KEKs. The SDK's own logging policy
