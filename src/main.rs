@@ -260,13 +260,16 @@ fn print_report(report: &Report, output: OutputFormat) {
 /// `kube-kms migrate`: rewrite, summarise, and with --verify run the census.
 async fn run_migrate(args: MigrateArgs, env: &DefaultsEnv) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config, env)?;
+    let mut encryption = None;
     let selectors = if args.resources.is_empty() {
         let path = args
             .census
             .encryption_config
             .as_deref()
             .context("give --resources or --encryption-config")?;
-        let patterns = EncryptionConfig::load(path)?.encrypted_patterns();
+        let file = EncryptionConfig::load(path)?;
+        let patterns = file.encrypted_patterns();
+        encryption = Some(file);
         if patterns.is_empty() {
             bail!(
                 "{} encrypts no resource (every rule's first provider is identity); name them                  with --resources",
@@ -282,7 +285,13 @@ async fn run_migrate(args: MigrateArgs, env: &DefaultsEnv) -> anyhow::Result<Exi
     }
     let (client, server) =
         migrate::connect(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
-    let targets = migrate::resolve(&client, &selectors).await?;
+    let mut targets = migrate::resolve(&client, &selectors).await?;
+    if let Some(file) = &encryption {
+        // kube-apiserver applies the first rule that covers a resource: one an earlier
+        // identity rule exempts from a later wildcard (the `events` of Kubernetes' own example)
+        // is stored in plaintext, and rewriting it would change nothing.
+        targets.retain(|target| file.encrypts(&target.api.plural, &target.api.group));
+    }
     let options = migrate::MigrateOptions {
         page_size: args.page_size,
         concurrency: usize::try_from(args.concurrency).unwrap_or(1),
@@ -302,18 +311,30 @@ async fn run_migrate(args: MigrateArgs, env: &DefaultsEnv) -> anyhow::Result<Exi
             .join(", "),
         if args.dry_run { " (dry run)" } else { "" }
     );
+    // The first SIGINT or SIGTERM stops after the objects in flight (the checkpoint is saved);
+    // a second one, or one after the rewriting (during --verify), stops at once.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
+    let _watcher = {
         let stop = std::sync::Arc::clone(&stop);
         tokio::spawn(async move {
-            shutdown_signal().await;
-            eprintln!("kube-kms migrate: stopping after the objects in flight");
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            loop {
+                shutdown_signal().await;
+                if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    eprintln!("kube-kms migrate: stopped");
+                    std::process::exit(130);
+                }
+                eprintln!(
+                    "kube-kms migrate: stopping after the objects in flight (again to stop at once)"
+                );
+            }
         })
     };
     let summary = migrate::migrate(&client, &server, &targets, &options, &stop).await;
-    watcher.abort();
     let summary = summary?;
+    if !summary.interrupted {
+        // From here on a signal ends the process at once.
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     let _ = write!(std::io::stdout(), "{}", summary.to_text());
     if summary.interrupted {
         return Ok(ExitCode::from(130));

@@ -65,6 +65,12 @@ struct Faults {
     refuse: HashMap<String, (u16, String)>,
     /// Continue tokens issued before this are expired (410 Gone).
     expire_tokens_before: u64,
+    /// An aggregated API group listed in `/apis` whose server is down: its discovery
+    /// (`/apis/<group>/v1beta1`) answers 503.
+    unavailable_group: Option<&'static str>,
+    /// Resources (by plural) whose every list answers 500, as kube-apiserver does for a page
+    /// holding an object it cannot decrypt.
+    list_fails: HashSet<&'static str>,
 }
 
 #[derive(Debug, Default)]
@@ -178,12 +184,25 @@ async fn handle(
                     let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
                     json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
                 })
+                .chain(state.faults.unavailable_group.map(|g| {
+                    let gv = json!({"groupVersion": format!("{g}/v1beta1"), "version": "v1beta1"});
+                    json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                }))
                 .collect();
             axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
                 .into_response()
         }
         (Method::GET, ["apis", group, "v1"]) => {
             axum::Json(resource_list(&state, group)).into_response()
+        }
+        (Method::GET, ["apis", group, "v1beta1"])
+            if state.faults.unavailable_group == Some(*group) =>
+        {
+            status(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            )
         }
         (_, ["api", "v1", rest @ ..]) => {
             object_request(&mut state, "", rest, &method, &query, &body)
@@ -274,6 +293,17 @@ fn key_of(namespace: Option<&str>, name: &str) -> String {
 }
 
 fn list(state: &mut State, index: usize, query: &HashMap<String, String>) -> Response {
+    if state
+        .faults
+        .list_fails
+        .contains(state.resources[index].plural)
+    {
+        return status(
+            500,
+            "InternalError",
+            "Internal error occurred: unable to transform key",
+        );
+    }
     let limit: usize = query
         .get("limit")
         .and_then(|l| l.parse().ok())
@@ -858,6 +888,84 @@ async fn a_dry_run_writes_nothing_and_resources_come_from_the_encryption_config(
         "{stdout}"
     );
     assert!(!dir.path().join("checkpoint.json").exists());
+}
+
+/// The EncryptionConfiguration of Kubernetes' own documentation: `events` exempt (identity),
+/// then `*.*` encrypted. Every served resource the file encrypts is rewritten, in one order,
+/// past an aggregated API whose server is down and past a resource whose listing keeps
+/// failing; `events` is never written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wildcard_rewrites_what_the_file_encrypts_past_an_api_that_is_down() {
+    let stand_in = StandIn::start(vec![
+        resource("", "secrets", "Secret", namespaced("s", &["a"], 3)),
+        resource("", "configmaps", "ConfigMap", namespaced("cm", &["a"], 2)),
+        resource("", "events", "Event", namespaced("ev", &["a"], 2)),
+        resource(
+            "example.com",
+            "widgets",
+            "Widget",
+            (0..2).map(|i| (None, format!("w-{i}"))),
+        ),
+    ])
+    .await;
+    stand_in.with(|state| {
+        state.faults.unavailable_group = Some("metrics.k8s.io");
+        state.faults.list_fails.insert("configmaps");
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = stand_in.kubeconfig(dir.path());
+    let encryption = dir.path().join("encryption.yaml");
+    std::fs::write(
+        &encryption,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  \
+         - resources: [events]\n    providers:\n      - identity: {}\n  \
+         - resources: ['*.*']\n    providers:\n      - kms:\n          apiVersion: v2\n          \
+         name: kube-kms\n          endpoint: unix:///k.sock\n      - identity: {}\n",
+    )
+    .expect("write");
+    let args = [
+        "--encryption-config",
+        encryption.to_str().expect("utf-8"),
+        "--qps",
+        "500",
+    ];
+    let (code, stdout, stderr) = run(migrate_command(dir.path(), &kubeconfig, &args)).await;
+    println!("{stdout}\n{stderr}");
+    assert_eq!(code, 1, "a listing failed:\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("skipping API group \"metrics.k8s.io\""),
+        "{stderr}"
+    );
+    assert!(stdout.contains("listing configmaps stopped"), "{stdout}");
+    // Sorted by group and resource: configmaps (whose listing fails) first, and the rest
+    // still rewritten after it.
+    for plural in ["secrets", "widgets"] {
+        assert!(
+            stand_in
+                .objects(plural)
+                .iter()
+                .all(|(_, old, writes)| !old && *writes == 1),
+            "{plural}: {:?}",
+            stand_in.objects(plural)
+        );
+    }
+    assert!(
+        !stand_in.requests().iter().any(|r| r.contains("/events")),
+        "events are exempt: never listed or written"
+    );
+
+    // The same command again: the checkpoint names the same resources, whatever order
+    // discovery returned them in; only configmaps is left, and its listing still fails.
+    let (code, stdout, stderr) = run(migrate_command(dir.path(), &kubeconfig, &args)).await;
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(!stderr.contains("delete it to start afresh"), "{stderr}");
+    assert!(
+        stand_in
+            .objects("secrets")
+            .iter()
+            .all(|(_, _, writes)| *writes == 1),
+        "nothing written twice"
+    );
 }
 
 /// `--verify` runs the census after a clean run and exits with its code: here etcd (a real one)

@@ -8,7 +8,7 @@
 //! directory and renamed into place (mode 0600), so a crash leaves the old or the new one, never
 //! half of either. It holds object names and error messages, never object contents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -186,7 +186,10 @@ impl Checkpoint {
                 checkpoint.server
             )));
         }
-        if checkpoint.resources != resources {
+        let same = |a: &[String], b: &[String]| {
+            a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
+        };
+        if !same(&checkpoint.resources, resources) {
             return Err(mismatch(format!(
                 "it is from a run over [{}], not [{}]",
                 checkpoint.resources.join(", "),

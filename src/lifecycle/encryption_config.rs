@@ -339,6 +339,16 @@ impl EncryptionConfig {
         names
     }
 
+    /// Whether kube-apiserver encrypts `resource` in `group`: the first rule that covers it
+    /// writes with a provider other than identity.
+    pub fn encrypts(&self, resource: &str, group: &str) -> bool {
+        self.rule_for(resource, group).is_some_and(|rule| {
+            rule.providers
+                .first()
+                .is_some_and(|p| *p != Provider::Identity)
+        })
+    }
+
     /// Every resource pattern of every rule whose first provider encrypts (not identity): what
     /// `migrate` rewrites, wildcards included.
     pub fn encrypted_patterns(&self) -> Vec<String> {
@@ -452,6 +462,26 @@ resources:
             config.encrypted_patterns(),
             ["secrets", "configmaps", "*.apps"]
         );
+        assert!(config.encrypts("secrets", ""));
+        assert!(config.encrypts("deployments", "apps"));
+        assert!(!config.encrypts("events", ""), "*.* is identity");
+    }
+
+    /// Kubernetes' own example: an identity rule ahead of a wildcard exempts what it names.
+    #[test]
+    fn an_earlier_identity_rule_exempts_a_resource_from_a_later_wildcard() {
+        let config = EncryptionConfig::parse(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n\
+             - resources: [events]\n  providers:\n  - identity: {}\n\
+             - resources: ['*.*']\n  providers:\n  - kms:\n      apiVersion: v2\n      \
+             name: kube-kms\n      endpoint: unix:///k.sock\n",
+            "<test>",
+        )
+        .unwrap();
+        assert_eq!(config.encrypted_patterns(), ["*.*"]);
+        assert!(!config.encrypts("events", ""));
+        assert!(config.encrypts("secrets", ""));
+        assert!(config.encrypts("widgets", "example.com"));
     }
 
     #[test]

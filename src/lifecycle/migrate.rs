@@ -333,38 +333,48 @@ pub async fn resolve(client: &Client, selectors: &[String]) -> Result<Vec<Target
             source: Box::new(source),
         }
     };
-    let served: Vec<(ApiResource, discovery::ApiCapabilities)> =
-        if selectors.contains(&Selector::All) {
-            discovery::Discovery::new(client.clone())
-                .run()
-                .await
-                .map_err(api_error("discovering the cluster's resources".into()))?
-                .groups()
-                .flat_map(discovery::ApiGroup::recommended_resources)
-                .collect()
-        } else {
-            let wanted: BTreeSet<&str> = selectors
-                .iter()
-                .map(|s| match s {
-                    Selector::One { group, .. } | Selector::Group(group) => group.as_str(),
-                    Selector::All => "",
-                })
-                .collect();
-            let mut groups = Vec::new();
-            for group in wanted {
-                match discovery::group(client, group).await {
-                    Ok(found) => groups.extend(found.recommended_resources()),
-                    Err(kube::Error::Discovery(_)) => {}
-                    Err(source) => {
-                        return Err(MigrateError::Api {
-                            action: format!("discovering API group {group:?}"),
-                            source: Box::new(source),
-                        });
-                    }
-                }
+    // The groups to discover: those named, and with `*.*` every group the cluster serves.
+    let named: BTreeSet<&str> = selectors
+        .iter()
+        .filter_map(|s| match s {
+            Selector::One { group, .. } | Selector::Group(group) => Some(group.as_str()),
+            Selector::All => None,
+        })
+        .collect();
+    let mut groups: BTreeSet<String> = named.iter().map(|g| (*g).to_owned()).collect();
+    if selectors.contains(&Selector::All) {
+        groups.insert(String::new());
+        let listed = client
+            .list_api_groups()
+            .await
+            .map_err(api_error("listing the cluster's API groups".into()))?;
+        groups.extend(listed.groups.into_iter().map(|group| group.name));
+    }
+    let mut served: Vec<(ApiResource, discovery::ApiCapabilities)> = Vec::new();
+    for group in &groups {
+        match discovery::group(client, group).await {
+            // Each resource at its most stable version: some are served only in a version the
+            // group does not prefer.
+            Ok(found) => served.extend(found.resources_by_stability()),
+            // A group only `*.*` reached (an aggregated API whose server is down, say) is
+            // skipped, as kubectl skips it; one the selectors name is looked for below.
+            Err(error) if !named.contains(group.as_str()) => {
+                eprintln!(
+                    "kube-kms migrate: skipping API group {group:?}, which cannot be discovered: \
+                     {error}"
+                );
             }
-            groups
-        };
+            Err(kube::Error::Discovery(_)) => {}
+            Err(source) => {
+                return Err(MigrateError::Api {
+                    action: format!("discovering API group {group:?}"),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    // One order for the same cluster in every run, so that a checkpoint's resources match.
+    served.sort_by(|(a, _), (b, _)| (&a.group, &a.plural).cmp(&(&b.group, &b.plural)));
     let mut targets: Vec<Target> = Vec::new();
     for selector in &selectors {
         let mut matched = 0;
@@ -843,8 +853,10 @@ pub async fn migrate(
         if stop.load(Ordering::SeqCst) {
             break;
         }
+        // A listing that keeps failing (say, a page holding an object kube-apiserver can no
+        // longer decrypt) ends that resource, not the run: the others still go, and the
+        // checkpoint keeps where it stopped.
         let summary = run.resource(target).await;
-        let stopped = summary.list_error.is_some();
         if !progress_is_drawn() {
             eprintln!(
                 "{}: {} {}, {} skipped, {} retried in {:.1}s",
@@ -862,9 +874,6 @@ pub async fn migrate(
         }
         resources.push(summary);
         run.save()?;
-        if stopped {
-            break;
-        }
     }
     let interrupted = stop.load(Ordering::SeqCst)
         || resources.len() < targets.len() && !resources.iter().any(|r| r.list_error.is_some());
