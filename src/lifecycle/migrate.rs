@@ -267,7 +267,7 @@ pub async fn connect(
     // rustls cannot pick a provider when two are compiled in; an already installed one stays.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let failed = |error: &dyn std::fmt::Display| MigrateError::Kubeconfig(error.to_string());
-    let config = match (kubeconfig, context) {
+    let mut config = match (kubeconfig, context) {
         (Some(path), _) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| MigrateError::Kubeconfig(format!("{}: {e}", path.display())))?;
@@ -281,6 +281,10 @@ pub async fn connect(
         (None, None) => kube::Config::infer().await.map_err(|e| failed(&e))?,
     };
     let server = config.cluster_url.to_string();
+    // Retries are this module's own (`with_retries`: a few, seconds apart, then the object or
+    // listing is reported). kube's default layer retries 429, 503 and 504 up to 15 times with
+    // a backoff that grows to minutes, so one aggregated API that is down held a run for five.
+    config.default_retry = false;
     let client = Client::try_from(config).map_err(|e| failed(&e))?;
     Ok((client, server))
 }
