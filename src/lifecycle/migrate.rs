@@ -237,15 +237,18 @@ impl Summary {
         } else if self.succeeded() {
             "every object was rewritten or skipped; the checkpoint was removed".to_owned()
         } else {
+            let listing_stopped = self.resources.iter().any(|r| r.list_error.is_some());
+            let what = match (self.failed.len(), listing_stopped) {
+                (0, _) => "a listing stopped".to_owned(),
+                (failed, false) => format!("{} failed", counted(failed as u64, "object")),
+                (failed, true) => format!(
+                    "{} failed and a listing stopped",
+                    counted(failed as u64, "object")
+                ),
+            };
             format!(
-                "{} failed{}; {} keeps where the run stopped and what failed: run the same \
-                 command again to retry",
-                counted(self.failed.len() as u64, "object"),
-                if self.resources.iter().any(|r| r.list_error.is_some()) {
-                    " and a listing stopped"
-                } else {
-                    ""
-                },
+                "{what}; {} keeps where the run stopped and what failed: run the same command \
+                 again to retry",
                 self.checkpoint.display()
             )
         };
@@ -365,7 +368,8 @@ pub async fn resolve(client: &Client, selectors: &[String]) -> Result<Vec<Target
             Err(error) if !named.contains(group.as_str()) => {
                 eprintln!(
                     "kube-kms migrate: skipping API group {group:?}, which cannot be discovered: \
-                     {error}"
+                     {}",
+                    reason(&error)
                 );
             }
             Err(kube::Error::Discovery(_)) => {}
