@@ -329,12 +329,9 @@ async fn run_migrate(args: MigrateArgs, env: &DefaultsEnv) -> anyhow::Result<Exi
             }
         })
     };
-    let summary = migrate::migrate(&client, &server, &targets, &options, &stop).await;
-    let summary = summary?;
-    if !summary.interrupted {
-        // From here on a signal ends the process at once.
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
+    let summary = migrate::migrate(&client, &server, &targets, &options, &stop).await?;
+    // From here on a signal ends the process at once.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = write!(std::io::stdout(), "{}", summary.to_text());
     if summary.interrupted {
         return Ok(ExitCode::from(130));

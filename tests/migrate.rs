@@ -523,6 +523,16 @@ fn resource(
     }
 }
 
+/// `count` cluster-scoped `widgets.example.com`, a custom resource: `w-0`, `w-1`, …
+fn widgets(count: usize) -> Resource {
+    resource(
+        "example.com",
+        "widgets",
+        "Widget",
+        (0..count).map(|i| (None, format!("w-{i}"))),
+    )
+}
+
 fn namespaced(prefix: &str, namespaces: &[&str], per: usize) -> Vec<(Option<String>, String)> {
     namespaces
         .iter()
@@ -567,12 +577,7 @@ async fn migrate_rewrites_every_object_through_pages_conflicts_deletions_and_err
     let stand_in = StandIn::start(vec![
         resource("", "secrets", "Secret", namespaced("s", &["a", "b"], 11)),
         resource("", "configmaps", "ConfigMap", namespaced("cm", &["x"], 6)),
-        resource(
-            "example.com",
-            "widgets",
-            "Widget",
-            (0..5).map(|i| (None, format!("w-{i}"))),
-        ),
+        widgets(5),
     ])
     .await;
     stand_in.with(|state| {
@@ -829,12 +834,7 @@ async fn a_dry_run_writes_nothing_and_resources_come_from_the_encryption_config(
     let stand_in = StandIn::start(vec![
         resource("", "secrets", "Secret", namespaced("s", &["a"], 7)),
         resource("", "configmaps", "ConfigMap", namespaced("cm", &["a"], 3)),
-        resource(
-            "example.com",
-            "widgets",
-            "Widget",
-            (0..2).map(|i| (None, format!("w-{i}"))),
-        ),
+        widgets(2),
     ])
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -900,12 +900,7 @@ async fn a_wildcard_rewrites_what_the_file_encrypts_past_an_api_that_is_down() {
         resource("", "secrets", "Secret", namespaced("s", &["a"], 3)),
         resource("", "configmaps", "ConfigMap", namespaced("cm", &["a"], 2)),
         resource("", "events", "Event", namespaced("ev", &["a"], 2)),
-        resource(
-            "example.com",
-            "widgets",
-            "Widget",
-            (0..2).map(|i| (None, format!("w-{i}"))),
-        ),
+        widgets(2),
     ])
     .await;
     stand_in.with(|state| {

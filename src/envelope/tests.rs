@@ -414,6 +414,24 @@ impl KeyProvider for LegacyReader {
     }
 }
 
+/// A [`LegacyReader`] over a fresh key ring in `dir` (Key Vault `unreachable` or not), and an
+/// envelope on it.
+async fn legacy_reader(dir: &std::path::Path, unreachable: bool) -> (Arc<LegacyReader>, Envelope) {
+    let provider = Arc::new(LegacyReader {
+        ring: LocalKeyRing::open_or_create(&dir.join("keys")).unwrap(),
+        decrypts: std::sync::atomic::AtomicU32::new(0),
+        unreachable: std::sync::atomic::AtomicBool::new(unreachable),
+    });
+    let envelope = Envelope::start(
+        provider.clone(),
+        RotationPolicy::DEFAULT,
+        NonZeroUsize::new(8).unwrap(),
+    )
+    .await
+    .unwrap();
+    (provider, envelope)
+}
+
 fn go_annotations() -> HashMap<String, Vec<u8>> {
     HashMap::from([
         (legacy::VERSION_ANNOTATION.to_owned(), b"1".to_vec()),
@@ -427,20 +445,8 @@ fn go_annotations() -> HashMap<String, Vec<u8>> {
 #[tokio::test]
 async fn go_plugin_records_are_read_once_and_then_from_the_cache() {
     let temp = tempfile::tempdir().unwrap();
-    let provider = Arc::new(LegacyReader {
-        ring: LocalKeyRing::open_or_create(&temp.path().join("keys")).unwrap(),
-        decrypts: std::sync::atomic::AtomicU32::new(0),
-        unreachable: std::sync::atomic::AtomicBool::new(false),
-    });
-    let envelope = Arc::new(
-        Envelope::start(
-            provider.clone(),
-            RotationPolicy::DEFAULT,
-            NonZeroUsize::new(8).unwrap(),
-        )
-        .await
-        .unwrap(),
-    );
+    let (provider, envelope) = legacy_reader(temp.path(), false).await;
+    let envelope = Arc::new(envelope);
     let raw = vec![0xc1; 256];
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -516,18 +522,7 @@ async fn go_plugin_records_are_read_once_and_then_from_the_cache() {
 #[tokio::test]
 async fn an_ambiguous_v1_blob_reports_the_key_service_outage_over_its_own_refusal() {
     let temp = tempfile::tempdir().unwrap();
-    let provider = Arc::new(LegacyReader {
-        ring: LocalKeyRing::open_or_create(&temp.path().join("keys")).unwrap(),
-        decrypts: std::sync::atomic::AtomicU32::new(0),
-        unreachable: std::sync::atomic::AtomicBool::new(true),
-    });
-    let envelope = Envelope::start(
-        provider.clone(),
-        RotationPolicy::DEFAULT,
-        NonZeroUsize::new(8).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (provider, envelope) = legacy_reader(temp.path(), true).await;
     let overhead = envelope.encrypt_v1(b"x").await.unwrap().len() - 1;
     let mut blob = envelope.encrypt_v1(&vec![7; 256 - overhead]).await.unwrap();
     assert_eq!(blob.len(), 256, "a raw RSA-2048 ciphertext's length");

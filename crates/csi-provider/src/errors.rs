@@ -87,6 +87,24 @@ pub enum ObjectFailure {
 }
 
 impl MountError {
+    /// Whether Key Vault (not Entra ID) refused the identity's token while reading an object:
+    /// revoked, or expired early, so the credential must be proven again.
+    pub(crate) fn is_token_refused_by_vault(&self) -> bool {
+        matches!(
+            self,
+            Self::Object {
+                failure: ObjectFailure::Vault(VaultError::Unauthorized {
+                    by_entra: false,
+                    ..
+                }) | ObjectFailure::PfxPassword(VaultError::Unauthorized {
+                    by_entra: false,
+                    ..
+                }),
+                ..
+            }
+        )
+    }
+
     /// A failure of `object`.
     pub fn object(object: &ObjectSpec, failure: ObjectFailure) -> Self {
         Self::Object {

@@ -21,7 +21,6 @@ use super::content::{RenderOptions, object_version, render};
 use super::fetched::{Fetched, VersionItem};
 use super::identity::{IdentityResolver, ResolvedIdentity};
 use super::spec::{AzureMountSpec, ObjectFormat, ObjectKind, ObjectSpec, VaultName};
-use super::vault::VaultError;
 
 /// The Azure Key Vault backend.
 pub struct AzureBackend {
@@ -58,27 +57,12 @@ impl AzureBackend {
         let objects = spec.objects.iter().map(|object| {
             self.mount_object(&spec, object, &identity, input.default_mode, deadline)
         });
-        let objects = match try_join_all(objects).await {
-            Ok(objects) => objects,
-            Err(error) => {
-                if let MountError::Object {
-                    failure:
-                        ObjectFailure::Vault(VaultError::Unauthorized {
-                            by_entra: false, ..
-                        })
-                        | ObjectFailure::PfxPassword(VaultError::Unauthorized {
-                            by_entra: false, ..
-                        }),
-                    ..
-                } = &error
-                {
-                    // Key Vault refused the token (revoked, or expired early): the next Mount
-                    // proves the identity again rather than reuse it.
-                    self.identities.forget(&identity);
-                }
-                return Err(error);
+        let objects = try_join_all(objects).await.inspect_err(|error| {
+            if error.is_token_refused_by_vault() {
+                // The next Mount proves the identity again rather than reuse the refused token.
+                self.identities.forget(&identity);
             }
-        };
+        })?;
         let mut mounted = Mounted::default();
         for (files, versions) in objects {
             mounted.files.extend(files);
